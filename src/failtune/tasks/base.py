@@ -1,0 +1,54 @@
+"""What every benchmark task provides: problems with gold answers and training solutions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from failtune.errors import FailtuneError
+from failtune.grading import Grade
+
+ANSWER_FORMAT = 'Solve the problem step by step, then end your reply with "The answer is <number>."'
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark item as posed to the model, with what grading and training need."""
+
+    id: str  # "<task>/<split>/<key>", stable across releases of failtune
+    task: str
+    split: str
+    prompt: str  # the user message exactly as posed; also the training instruction
+    expected: str  # gold answer, as the dataset states it
+    solution: str  # the dataset's own solution, cleaned, ending in the format `prompt` asks for
+
+
+class Task(ABC):
+    """A benchmark: loads splits and grades completions against its gold answers."""
+
+    name: str
+    category: str
+    splits: tuple[str, ...]
+    default_max_new_tokens: int = 256
+    # Generation may stop once the text matches this (the answer has been given).
+    stop_after: str | None = None
+
+    @abstractmethod
+    def load(self, split: str) -> list[Problem]: ...
+
+    @abstractmethod
+    def grade(self, problem: Problem, completion: str, finish_reason: str | None) -> Grade: ...
+
+    def data_files(self, split: str) -> list[Path]:
+        """Files a split is read from, so the manifest can record their sha256."""
+        return []
+
+    def check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise FailtuneError(
+                f"task {self.name!r} has no split {split!r} (it has: {', '.join(self.splits)})"
+            )
+
+    def problem_id(self, split: str, key: int | str) -> str:
+        return f"{self.name}/{split}/{key}"

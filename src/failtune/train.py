@@ -1,0 +1,222 @@
+"""Train: LoRA SFT with TRL + PEFT on `*_training_ready.jsonl` files, loss on the output only."""
+
+from __future__ import annotations
+
+import glob
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from failtune.console import note, warn
+from failtune.errors import FailtuneError
+from failtune.files import atomic_write_json, read_jsonl, sha256_file
+from failtune.manifest import now, write_manifest
+from failtune.models import TRAIN_META, load_model, load_tokenizer, pick_device, resolve_model
+
+LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    examples: int
+    metrics: dict[str, Any]
+    merged_dir: Path | None = None
+    seconds: float = 0.0
+    # The trained model, still in memory, so a caller can generate without reloading it.
+    model: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+
+def load_training_examples(dataset_path: str | Path) -> tuple[list[dict[str, str]], list[Path]]:
+    """Read every file the glob matches; each line must be exactly {"instruction", "output"}."""
+    files = sorted(Path(p) for p in glob.glob(str(dataset_path)))
+    if not files:
+        raise FailtuneError(f"no training file matches {dataset_path}")
+    examples = []
+    for path in files:
+        for lineno, row in enumerate(read_jsonl(path), start=1):
+            if set(row) != {"instruction", "output"} or not all(
+                isinstance(v, str) and v.strip() for v in row.values()
+            ):
+                raise FailtuneError(
+                    f"{path}: example {lineno} must have exactly non-empty string fields "
+                    '"instruction" and "output"'
+                )
+            examples.append({"instruction": row["instruction"], "output": row["output"]})
+    if not examples:
+        raise FailtuneError(f"the files matching {dataset_path} hold no examples")
+    return examples, files
+
+
+def to_sft_rows(examples: list[dict[str, str]], chat: bool) -> list[dict[str, Any]]:
+    """Prompt-completion rows: TRL then masks the prompt so only the output is learned."""
+    if chat:
+        return [
+            {
+                "prompt": [{"role": "user", "content": e["instruction"]}],
+                "completion": [{"role": "assistant", "content": e["output"]}],
+            }
+            for e in examples
+        ]
+    return [{"prompt": e["instruction"] + "\n", "completion": e["output"]} for e in examples]
+
+
+def lr_warning(learning_rate: float) -> str | None:
+    if learning_rate >= LOW_LR:
+        return None
+    return (
+        f"learning rate {learning_rate:g} is very low for LoRA: its B matrices start at zero, so "
+        "the adapter will barely move in a few epochs (this is full-fine-tuning territory); "
+        "LoRA usually trains at 1e-4 to 5e-4"
+    )
+
+
+def train(
+    model_name: str,
+    dataset_path: str | Path,
+    output_dir: str | Path = "failtune-adapter",
+    *,
+    num_train_epochs: float = 2.0,
+    learning_rate: float = 2e-4,
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.05,
+    batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
+    max_length: int = 1024,
+    merge: bool = False,
+    seed: int = 0,
+    dtype: str = "auto",
+    device: str = "auto",
+    save_steps: int = 200,
+    resume: bool = True,
+    show_progress: bool = True,
+) -> TrainResult:
+    """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    if num_train_epochs <= 0 or learning_rate <= 0 or lora_r < 1 or batch_size < 1:
+        raise FailtuneError("epochs, learning rate, LoRA rank and batch size must be positive")
+    warning = lr_warning(learning_rate)
+    if warning:
+        warn(warning)
+    started, t0 = now(), time.perf_counter()
+    examples, files = load_training_examples(dataset_path)
+    ref = resolve_model(model_name)
+    out = Path(output_dir)
+    device = pick_device(device)
+    tokenizer = load_tokenizer(ref)
+    model = load_model(ref, dtype=dtype, device=device)
+    model.train()
+    rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
+    steps_per_epoch = math.ceil(len(rows) / (batch_size * gradient_accumulation_steps))
+    note(
+        f"training on {len(rows)} examples from {len(files)} file(s), "
+        f"{steps_per_epoch} steps per epoch"
+    )
+    on_gpu = device.startswith("cuda")
+    config = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=num_train_epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        max_length=max_length,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, round(0.05 * steps_per_epoch * num_train_epochs)),
+        logging_steps=max(1, min(10, steps_per_epoch // 2)),
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        seed=seed,
+        data_seed=seed,
+        bf16=on_gpu and model.dtype == torch.bfloat16,
+        fp16=False,
+        gradient_checkpointing=on_gpu,
+        use_cpu=not on_gpu,
+        report_to="none",
+        disable_tqdm=not show_progress,
+        dataset_num_proc=None,
+        packing=False,
+    )
+    peft_config = LoraConfig(
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    last = (
+        get_last_checkpoint(str(out / "checkpoints"))
+        if resume and (out / "checkpoints").is_dir()
+        else None
+    )
+    if last:
+        note(f"resuming training from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    metrics = {
+        **result.metrics,
+        "examples": len(rows),
+        "steps": result.global_step,
+        "log_history": trainer.state.log_history,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / TRAIN_META, {"base_model": model_name})
+    trained = trainer.model.eval()
+    merged_dir = _merge(trained, tokenizer, out / "merged") if merge else None
+    seconds = time.perf_counter() - t0
+    write_manifest(
+        out,
+        "train",
+        {
+            "model_name": model_name,
+            "dataset_path": str(dataset_path),
+            "output_dir": out,
+            "num_train_epochs": num_train_epochs,
+            "learning_rate": learning_rate,
+            "lora_r": lora_r,
+            "lora_alpha": lora_alpha,
+            "lora_dropout": lora_dropout,
+            "batch_size": batch_size,
+            "gradient_accumulation_steps": gradient_accumulation_steps,
+            "max_length": max_length,
+            "merge": merge,
+            "seed": seed,
+        },
+        model=ref.label,
+        device=device,
+        started=started,
+        finished=now(),
+        data_sha256={str(p): sha256_file(p) for p in files},
+        counts={"examples": len(rows), "steps": result.global_step},
+        train_loss=result.metrics.get("train_loss"),
+        cost={
+            "wall_seconds": round(seconds, 2),
+            "gpu_hours": round(seconds / 3600, 4) if on_gpu else 0.0,
+        },
+    )
+    return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
+
+
+def _merge(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
+    merged = model.merge_and_unload()
+    merged.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    return target

