@@ -17,6 +17,15 @@ JANET = (
 
 # (completion, gold, finish_reason, correct, reason, extracted)
 GRADE_CASES = [
+    pytest.param(
+        "Answer: Janet makes $18 a day. Let me know if you have 2 more questions.",
+        "18",
+        "stop",
+        True,
+        "correct",
+        "18",
+        id="bare-answer-then-chatty-number",
+    ),
     # --- explicit markers -------------------------------------------------------------------
     pytest.param(
         JANET + "The answer is 18.", "18", "stop", True, "correct", "18", id="answer-is-plain"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -12,8 +14,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-err = Console(stderr=True)
-out = Console()
+# Outside a terminal (CI logs, pipes) rich would wrap tables at 80 columns; give them room.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+out = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def progress_bar(enabled: bool = True) -> Progress:

@@ -33,7 +33,7 @@ def demo(
     output_dir: str | Path = "failtune-demo",
     *,
     model: str = "builtin:smollm2",
-    train_problems: int = 150,
+    train_problems: int = 80,
     test_problems: int = 200,
     num_train_epochs: float = 2.0,
     learning_rate: float = 3e-4,
@@ -71,7 +71,6 @@ def demo(
     held_out = load_problems("arith", "test", test_problems, options)
     evaluate(held_out, base_dir / "base", backend=base, show_progress=show_progress, label="base")
     seconds["base eval"] = time.perf_counter() - t
-    del base
 
     t = time.perf_counter()
     note("step 3/3 LoRA training on the failures, then the candidate on the same held-out problems")

@@ -103,10 +103,10 @@ def read_jsonl(path: Path, *, tolerate_partial_tail: bool = False) -> Iterator[d
         except json.JSONDecodeError as e:
             if tolerate_partial_tail and is_tail:
                 return
-            raise FailtuneError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            raise FailtuneError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise FailtuneError(
-                f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}"
             )
         yield obj
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ def train(
     save_steps: int = 200,
     resume: bool = True,
     show_progress: bool = True,
+    loaded: tuple[Any, Any] | None = None,
 ) -> TrainResult:
-    """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter."""
+    """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
+
+    `loaded` passes (model, tokenizer) of `model_name` already in memory, to skip a reload; the
+    adapter is then injected into that model.
+    """
     import torch
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from peft import LoraConfig
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
@@ -111,10 +117,16 @@ def train(
     examples, files = load_training_examples(dataset_path)
     ref = resolve_model(model_name)
     out = Path(output_dir)
-    device = pick_device(device)
-    tokenizer = load_tokenizer(ref)
-    model = load_model(ref, dtype=dtype, device=device)
+    if loaded is not None:
+        model, tokenizer = loaded
+        device = str(model.device)
+    else:
+        device = pick_device(device)
+        tokenizer = load_tokenizer(ref)
+        model = load_model(ref, dtype=dtype, device=device)
     model.train()
+    disable_progress_bars()  # dataset preparation takes a second; the training bar has the ETA
+    warnings.filterwarnings("ignore", message="Could not find a config file")  # GGUF bases
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
     steps_per_epoch = math.ceil(len(rows) / (batch_size * gradient_accumulation_steps))
     note(
@@ -130,7 +142,7 @@ def train(
         gradient_accumulation_steps=gradient_accumulation_steps,
         max_length=max_length,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, round(0.05 * steps_per_epoch * num_train_epochs)),
+        warmup_steps=int(0.03 * steps_per_epoch * num_train_epochs),  # none on tiny runs
         logging_steps=max(1, min(10, steps_per_epoch // 2)),
         save_strategy="steps",
         save_steps=save_steps,
@@ -139,7 +151,7 @@ def train(
         data_seed=seed,
         bf16=on_gpu and model.dtype == torch.bfloat16,
         fp16=False,
-        gradient_checkpointing=on_gpu,
+        activation_checkpointing=on_gpu,
         use_cpu=not on_gpu,
         report_to="none",
         disable_tqdm=not show_progress,
@@ -179,7 +191,10 @@ def train(
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / TRAIN_META, {"base_model": model_name})
     trained = trainer.model.eval()
-    merged_dir = _merge(trained, tokenizer, out / "merged") if merge else None
+    merged_dir = None
+    if merge:
+        merged_dir = out / "merged"
+        trained = _merge(trained, tokenizer, merged_dir)
     seconds = time.perf_counter() - t0
     write_manifest(
         out,
@@ -214,9 +229,9 @@ def train(
     return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
 
 
-def _merge(model: Any, tokenizer: Any, target: Path) -> Path:
+def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
     """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
     merged = model.merge_and_unload()
     merged.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
-    return target
+    return merged

@@ -4,23 +4,30 @@ The reader works the way a careful human marker would:
 
 1. Normalise the text (unicode minus signs, LaTeX ``1{,}000`` / ``1\\,000``, ``\\frac{3}{4}``).
 2. Cut it at a hallucinated follow-up turn (a later line starting ``Question:``, ``Q:``,
-   ``Problem:``, ``Human:``, ``User:``, ``### Instruction`` or a chat special token), because
-   whatever the model "answers" there belongs to a question nobody asked.
+   ``Problem:``, ``Human:``, ``User:``, ``### Instruction``, ``[INST]`` or a chat special token),
+   because whatever the model "answers" there belongs to a question nobody asked.
 3. Look for explicit final-answer markers (``The answer is``, ``Final Answer:``, ``Answer:``,
-   ``####``, ``\\boxed{}``, ``\\fbox{}``...). The last marker that yields a number wins, so a
-   self-correction ("The answer is 5. Wait... The answer is 7.") is honoured. The number is read
-   from the text right after the marker up to the end of that line: within the first sentence
-   that holds a number, after the last ``=`` if there is one, the first number (spelled-out
-   numbers such as "twenty-five" are read here too). A bare "Answer:" followed by words and then
-   more numbers ("Answer: Janet sells 16 - 3 - 4 = 9 eggs...") labels a whole worked solution,
-   so it is not taken as a final-answer marker.
-4. Without any marker, fall back to the last number of the text after cutting trailing
-   ``Note:`` asides.
+   ``####``, ``\\boxed{}``, ``\\fbox{}``, ``答案是``, ``La respuesta es``...). The last marker that
+   yields a number wins, so a self-correction ("The answer is 5. Wait... The answer is 7.") is
+   honoured. The number is read from the text right after the marker up to the end of that
+   line: within the first sentence that holds a number, after the last ``=`` if there is one,
+   the first number (spelled-out numbers such as "twenty-five" are read here too). A bare
+   "Answer:" followed by words and then more numbers ("Answer: Janet sells 16 - 3 - 4 = 9
+   eggs...") labels a whole worked solution, so it is not taken as a final-answer marker,
+   unless an "Explanation:" follows it. An explicit correction after the marker ("Wait, I made a
+   mistake... so she makes $18.") with no later marker replaces the marked answer.
+4. Without any marker, drop trailing ``Note:`` asides and sign-offs ("I hope this helps! Ask if
+   you have 2 more questions") and read the last sentence that holds a number: its last number,
+   skipping numbers that only restate the question ("... $36 in 4 weeks", "... 45 miles at the
+   end of those 4 hours", "(40 - 4)", "160 minutes, or 2 hours and 40 minutes").
+5. Two different answers offered as alternatives ("either 12 or 13", "between 40 and 50") are
+   ambiguous: no answer.
 
 Numbers are compared exactly as :class:`fractions.Fraction` values (``2.5 == 5/2 == 2.50``), with
-a 1e-6 relative tolerance as a backstop when a side is not an integer. Every regular expression
-here is linear on its input and every scan after a marker is bounded, so 100 KB of garbage is
-graded quickly and nothing raises.
+a 1e-6 relative tolerance as a backstop when a side is not an integer. "1.45 million" and
+"10 degrees below zero" are read as the numbers they name. Every regular expression here is
+linear on its input and every scan after a marker is bounded, so 100 KB of garbage is graded
+quickly and nothing raises.
 """
 
 import math
@@ -65,6 +72,8 @@ _NUM_RE = re.compile(
     r"|(?P<int>[0-9]+)(?P<dec>\.[0-9]+)?"
     r"|(?<![0-9.])\.[0-9]+"
 )
+# Working shown: a number, an operator or "=", a number ("16 - 3 = 13", "9 * $2", "x = 4").
+_CALC_RE = re.compile(r"[0-9]\s{0,3}(?:[-+*/×÷=]|\\times|\\cdot)\s{0,3}\$?[0-9(]|=\s{0,3}\$?[0-9]")
 # "2 1/2" after an integer: a mixed number.
 _MIXED_TAIL_RE = re.compile(r" ([0-9]{1,4})/([0-9]{1,4})(?![0-9/]|\.[0-9])")
 
@@ -257,7 +266,8 @@ def _is_solution_label(
 ) -> bool:
     """True when a bare "Answer:" heads a worked solution rather than giving the result:
     its text starts with words ("Answer: Janet sells 16 - 3 - 4 = 9 eggs...") and more
-    numbers follow the sentence we read. "Answer: 18" or "Answer: $18" stays a marker."""
+    calculations follow the sentence we read. "Answer: 18" or "Answer: $18" stays a marker,
+    and so does "Answer: Janet makes $18. Ask if you have 2 more questions." (no working)."""
     bare = (marker.group("colon") is not None and marker.group("final") is None) or (
         marker.group("heading") is not None and marker.group("final2") is None
     )
@@ -266,10 +276,10 @@ def _is_solution_label(
     lead = segment.lstrip(" \t*_#>:")
     if not lead[:1].isalpha() or _WORDS_RE.match(lead):
         return False
-    if _NUM_RE.search(segment, sentence_end):
+    if _CALC_RE.search(segment, sentence_end):
         return True
     window_end = min(len(text), segment_end + _LABEL_LOOKAHEAD_CHARS)
-    return _NUM_RE.search(text, segment_end, window_end) is not None
+    return _CALC_RE.search(text, segment_end, window_end) is not None
 
 
 def _rest_of_line(text: str, start: int) -> tuple[str, int]:

