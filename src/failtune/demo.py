@@ -33,7 +33,7 @@ def demo(
     output_dir: str | Path = "failtune-demo",
     *,
     model: str = "builtin:smollm2",
-    train_problems: int = 80,
+    train_problems: int = 64,
     test_problems: int = 200,
     num_train_epochs: float = 2.0,
     learning_rate: float = 3e-4,

@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,21 +111,32 @@ def _problems_by_id(
     return found
 
 
-def make_record(task: Task, problem: Problem, completion: Completion) -> dict[str, Any]:
-    grade = task.grade(problem, completion.text, completion.finish_reason)
-    return {
-        "id": problem.id,
-        "task": problem.task,
-        "split": problem.split,
-        "prompt": problem.prompt,
-        "completion": completion.text,
-        "extracted": grade.extracted,
-        "expected": problem.expected,
-        "correct": grade.correct,
-        "reason": grade.reason,
-        "finish_reason": completion.finish_reason,
-        "completion_tokens": completion.completion_tokens,
-    }
+def make_records(task: Task, pairs: Sequence[tuple[Problem, Completion]]) -> list[dict[str, Any]]:
+    """Grade a batch (a task may grade it in parallel, e.g. code in sandboxes) into records."""
+    grades = task.grade_many([(p, c.text, c.finish_reason) for p, c in pairs])
+    return [
+        {
+            "id": problem.id,
+            "task": problem.task,
+            "split": problem.split,
+            "prompt": problem.prompt,
+            "completion": completion.text,
+            "extracted": grade.extracted,
+            "expected": problem.expected,
+            "correct": grade.correct,
+            "reason": grade.reason,
+            "finish_reason": completion.finish_reason,
+            "completion_tokens": completion.completion_tokens,
+        }
+        for (problem, completion), grade in zip(pairs, grades, strict=True)
+    ]
+
+
+def _by_task(problems: list[tuple[Task, Problem]]) -> list[tuple[Task, list[Problem]]]:
+    groups: dict[str, tuple[Task, list[Problem]]] = {}
+    for task, problem in problems:
+        groups.setdefault(task.name, (task, []))[1].append(problem)
+    return list(groups.values())
 
 
 def evaluate(
@@ -135,6 +146,7 @@ def evaluate(
     backend: Backend | None = None,
     completions: Mapping[str, Completion] | None = None,
     max_new_tokens: int | None = None,
+    stop: tuple[str, ...] = (),
     resume: bool = True,
     show_progress: bool = True,
     label: str = "grading",
@@ -148,7 +160,12 @@ def evaluate(
     output_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, dict[str, Any]] = {}
     if completions is not None:
-        records = [make_record(t, p, completions[p.id]) for t, p in problems]
+        by_id = {
+            r["id"]: r
+            for task, group in _by_task(problems)
+            for r in make_records(task, [(p, completions[p.id]) for p in group])
+        }
+        records = [by_id[p.id] for _, p in problems]
         atomic_write_jsonl(results_path, records)
         return records
     if backend is None:
@@ -167,25 +184,25 @@ def evaluate(
     correct = sum(1 for r in done.values() if r["id"] in wanted and r["correct"])
     graded = len(problems) - len(todo)
     if graded:
-        note(f"resuming: {graded} of {len(problems)} problems already graded in {results_path}")
+        note(f"{graded} of {len(problems)} problems already graded in {results_path}: kept")
+    if not todo:
+        return [done[p.id] for _, p in problems]
     with progress_bar(show_progress) as bar, JsonlAppender(results_path) as sink:
         job = bar.add_task(label, total=len(problems), completed=graded, info=_acc(correct, graded))
-        by_task: dict[str, list[tuple[Task, Problem]]] = {}
-        for t, p in todo:
-            by_task.setdefault(t.name, []).append((t, p))
-        for items in by_task.values():
-            task = items[0][0]
+        for task, group in _by_task(todo):
             params = GenParams(
                 max_new_tokens=max_new_tokens or task.default_max_new_tokens,
+                stop=stop,
                 stop_after=task.stop_after,
             )
-            for batch in backend.stream([p.prompt for _, p in items], params):
-                rows = [
-                    make_record(
-                        task, items[i][1], Completion(g.text, g.finish_reason, g.completion_tokens)
-                    )
-                    for i, g in batch
-                ]
+            for batch in backend.stream([p.prompt for p in group], params):
+                rows = make_records(
+                    task,
+                    [
+                        (group[i], Completion(g.text, g.finish_reason, g.completion_tokens))
+                        for i, g in batch
+                    ],
+                )
                 sink.write_many(rows)
                 for r in rows:
                     done[r["id"]] = r
@@ -262,6 +279,7 @@ def extract(
     limit: int | None = None,
     batch_size: int = 32,
     max_new_tokens: int | None = None,
+    stop: tuple[str, ...] = (),
     completions: str | Path | None = None,
     resume: bool = True,
     backend: str = "auto",
@@ -289,9 +307,7 @@ def extract(
                 warn(f"{skipped} completions belong to other categories and were skipped")
             problems = [(t, p) for t, p in problems if t.name in keep]
     else:
-        if categories is None:
-            raise FailtuneError("give --categories (e.g. math)")
-        problems = load_problems(categories, split, limit, task_options)
+        problems = load_problems(categories or "math", split, limit, task_options)
         if model is None:
             if not model_path:
                 raise FailtuneError("give --model_path, or --completions to grade existing outputs")
@@ -339,9 +355,7 @@ def extract(
         status="done",
         **manifest,
         finished=now(),
-        counts={
-            c: {k: v for k, v in s.items() if k != "failure_reasons"} for c, s in summary.items()
-        },
+        counts={c: {k: s[k] for k in ("n", "correct", "accuracy")} for c, s in summary.items()},
         summary=summary,
         completion_tokens=tokens,
         training_files={c: str(p) for c, p in training.items()},

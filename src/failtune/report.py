@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 
 def print_extract(result: ExtractResult) -> None:
     table = Table(title=f"extract → {result.output_dir}")
-    for col in ("category", "n", "correct", "accuracy", "failures", "failure reasons"):
+    for col in (
+        "category",
+        "n",
+        "correct",
+        "accuracy",
+        "failures",
+        "failure rate",
+        "failure reasons",
+    ):
         table.add_column(col, justify="left" if col in ("category", "failure reasons") else "right")
     for category, s in result.summary.items():
         reasons = ", ".join(f"{k} {v}" for k, v in s["failure_reasons"].items())

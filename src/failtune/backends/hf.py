@@ -37,6 +37,7 @@ class HFBackend:
                 "dtype": str(model.dtype).removeprefix("torch."),
                 "batch_size": batch_size,
                 "chat_template": bool(tokenizer.chat_template),
+                "revision": getattr(model.config, "_commit_hash", None),
             },
         )
 

@@ -51,6 +51,10 @@ _WORDS_CHARS = 120
 _MAX_MARKERS = 256
 # How far past a bare "Answer:" segment we look for the rest of a worked solution.
 _LABEL_LOOKAHEAD_CHARS = 2000
+# How far back from a number the words that make it a restatement ("in those 4 hours") sit.
+_CUE_CHARS = 80
+# How much of the text's end the no-marker reader scans for spelled-out numbers.
+_WORDS_TAIL_CHARS = 2000
 _REL_TOL = 1e-6
 _TRUNCATED_FINISH_REASON = "length"
 
@@ -76,6 +80,13 @@ _NUM_RE = re.compile(
 _CALC_RE = re.compile(r"[0-9]\s{0,3}(?:[-+*/×÷=]|\\times|\\cdot)\s{0,3}\$?[0-9(]|=\s{0,3}\$?[0-9]")
 # "2 1/2" after an integer: a mixed number.
 _MIXED_TAIL_RE = re.compile(r" ([0-9]{1,4})/([0-9]{1,4})(?![0-9/]|\.[0-9])")
+# "1.45 million", "70 thousand": the scale word is part of the number.
+_SCALE_TAIL_RE = re.compile(r"[ \t]+(thousand|million|billion)\b", re.IGNORECASE)
+# "10 degrees below zero", "3 °C below zero": a negative temperature.
+_BELOW_ZERO_RE = re.compile(
+    r"[ \t]*(?:°[ \t]*[CF]?|degrees?(?:[ \t]+(?:celsius|fahrenheit|[CF]))?)[ \t]+below[ \t]+zero",
+    re.IGNORECASE,
+)
 
 _UNITS = {
     "zero": 0,
@@ -120,6 +131,9 @@ _WORDS_RE = re.compile(
     re.IGNORECASE,
 )
 _WORD_SPLIT_RE = re.compile(r"[^a-z]+")
+# A spelled number that names a group rather than a count ("the two of them", "all three").
+_WORD_GROUP_BEFORE_RE = re.compile(r"\b(?:the|these|those|all|both|its|their)\s+\Z", re.IGNORECASE)
+_WORD_GROUP_AFTER_RE = re.compile(r"\s+of\b", re.IGNORECASE)
 
 # Markers. "bare" ones ("Answer:", a lone "Answer" heading; not "Final answer:" and not
 # "The answer is") are also used as a label in front of a whole worked solution.
@@ -128,7 +142,12 @@ _MARKER_RE = re.compile(
     r"|####(?=[ \t]*[-+$\\0-9.])"
     r"|\banswer\s+is\b"
     r"|(?P<final>\bfinal[ \t]+)?(?P<colon>\banswer\b)[ \t]*(?:[*_]+[ \t]*)?[:=：]"
-    r"|^[ \t#*_>]*(?P<final2>final[ \t]+)?(?P<heading>answer)[ \t*_:：]*$",
+    r"|^[ \t#*_>]*(?P<final2>final[ \t]+)?(?P<heading>answer)[ \t*_:：]*$"
+    r"|答案(?:是|为|應為|应为|[ \t]*[:：])|答え[ \t]*[:：は]"
+    r"|Ответ[ \t]*[:：]|उत्तर[ \t]*[:：]"
+    r"|\b(?:la[ \t]+respuesta|la[ \t]+réponse|die[ \t]+antwort|a[ \t]+resposta|la[ \t]+risposta)"
+    r"(?:[ \t]+final[e]?|[ \t]+endgültige)?[ \t]+(?:es|est|ist|lautet|é|è)\b"
+    r"|\b(?:antwort|respuesta|réponse|resposta|risposta)[ \t]*[:：]",
     re.IGNORECASE | re.MULTILINE,
 )
 _FOLLOWUP_RE = re.compile(
@@ -136,20 +155,145 @@ _FOLLOWUP_RE = re.compile(
     r"[ \t]*(?:[*_]+[ \t]*)?[:：]"
     r"|^[ \t]*###[ \t]*instruction"
     r"|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>|</s>|<\|eot_id\|>|<\|end\|>"
-    r"|<start_of_turn>|<end_of_turn>",
+    r"|<start_of_turn>|<end_of_turn>|\[INST\]|<\|(?:user|assistant|system)\|>",
     re.IGNORECASE | re.MULTILINE,
 )
-# A "Note:" aside: at a line start ("Note:", "**Notes:**", "Note that"), or after a sentence
-# end on the same line ("... $18 per day. Note: ..."); "Note that" mid-line is usually reasoning.
+# A trailing aside: "Note:" at a line start ("Note:", "**Notes:**", "Note that"), or after a
+# sentence end on the same line ("... $18 per day. Note: ..."); "Note that" mid-line is usually
+# reasoning. A sign-off ("I hope this helps!", "Let me know...", "Feel free...") is one too.
 _NOTE_RE = re.compile(
     r"^[ \t>*_#-]*(?:notes?\b[ \t*_]*:|note[ \t]+that\b)"
-    r"|(?<=[.!?])[ \t]+[*_(]*notes?\b[ \t*_]*:",
+    r"|(?<=[.!?])[ \t]+[*_(]*notes?\b[ \t*_]*:"
+    r"|(?:^|(?<=[.!?])[ \t]+)[ \t>*_]*(?:i[ \t]+hope[ \t]+(?:this|that|it)[ \t]+(?:helps|clarifies)"
+    r"|hope[ \t]+(?:this|that)[ \t]+helps|let[ \t]+me[ \t]+know\b|feel[ \t]+free\b"
+    r"|please[ \t]+(?:let[ \t]+me[ \t]+know|feel[ \t]+free)|don't[ \t]+hesitate\b"
+    r"|happy[ \t]+to[ \t]+help\b|good[ \t]+luck\b|如果(?:你|您)还有|希望(?:这|以上))",
     re.IGNORECASE | re.MULTILINE,
+)
+# A correction of an answer already given ("Wait, I made a mistake", "Actually, ...").
+_CORRECTION_RE = re.compile(
+    r"\bI[ \t]+made[ \t]+(?:a|an)[ \t]+(?:mistake|error)\b"
+    r"|\b(?:that|this)(?:'s|[ \t]+is)[ \t]+(?:not[ \t]+(?:right|correct)|wrong|incorrect)\b"
+    r"|\bI[ \t]+(?:forgot|miscalculated|misread|overlooked)\b|\bmy[ \t]+(?:mistake|error)\b"
+    r"|\bcorrection[ \t]*:|\boops\b|\bwait,?[ \t]+no\b"
+    r"|(?:^|(?<=[.!?])[ \t]+)(?:wait,?[ \t]+)?actually,",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Right after an "Answer:" sentence: a header that says the worked solution follows.
+_EXPLANATION_RE = re.compile(
+    r"\A\s*(?:[*_#>]+[ \t]*)?(?:explanation|reasoning|justification|solution|working|"
+    r"here'?s[ \t]+how|how[ \t]+i[ \t]+got)\b",
+    re.IGNORECASE,
+)
+# A second, different number offered instead of the first ("12 or 13", "$18 or $26 a day").
+_ALTERNATIVE_RE = re.compile(
+    r"[ \t]*%?[ \t]*(?:[^\W\d_]+[ \t]+){0,2}or[ \t]+(?:(?:maybe|possibly|perhaps)[ \t]+)?"
+    r"(?:\\?\$|[€£])?[ \t]*(?=[0-9.]|[a-z])",
+    re.IGNORECASE,
+)
+_EITHER_RE = re.compile(r"\beither\b", re.IGNORECASE)
+_BETWEEN_RE = re.compile(r"\bbetween[ \t]+(?:\\?\$|[€£])?[ \t]*\Z", re.IGNORECASE)
+# Restatements: numbers of the final sentence that repeat the question or the working.
+# Before a number: "in 4 weeks", "over 30 days", "at the end of those 4 hours", "by selling her
+# 9 eggs", "after he sold 10", "because 50 < 52", "15% of $300", "4 packs of 10".
+_GAP = (
+    r"(?:(?:the|those|these|her|his|its|their|each|every|all|a|an|first|last|next|remaining"
+    r"|original|other|another|only|just|about|more|it|them|away|back|up|down|out|off|[a-z]+ing)"
+    r"[ \t]+)"
+)
+_CUE_RE = re.compile(
+    r"\b(?P<cue>in|after|before|over|within|without|during|for|from|by|of|on|at|per|than"
+    r"|beyond|with|including|excluding|besides|among|because|since|out[ \t]+of)[ \t]+"
+    rf"(?P<gap>{_GAP}{{0,3}})(?P<money>\\?\$|[€£])?[ \t]*\Z",
+    re.IGNORECASE,
+)
+# A subordinate clause: "after he sold 10", "if he does 3 triples", "since each cup needs 3".
+_CLAUSE_RE = re.compile(
+    r"\b(?:after|before|because|since|if|when|until|once)[ \t]+(?:[a-z]+[ \t]+){1,3}"
+    r"(?:\\?\$|[€£])?[ \t]*\Z",
+    re.IGNORECASE,
+)
+# A purpose clause after a computed result: "... = 5 hours to read 120 pages".
+_PURPOSE_RE = re.compile(
+    rf"\bto[ \t]+[a-z]+[ \t]+{_GAP}{{0,3}}(?:\\?\$|[€£])?[ \t]*\Z", re.IGNORECASE
+)
+# Just before "of": a percentage or a counted thing ("15% of $300", "4 packs of 10").
+_OF_BASE_RE = re.compile(r"(?:%|\bpercent|[0-9][^\s]*[ \t]+[a-z]+)[ \t]+\Z", re.IGNORECASE)
+# Just before "with": a result ("left with 9", "ends up with 58").
+_WITH_RESULT_RE = re.compile(r"\b(?:left|up|remains?|remaining|stuck)[ \t]+\Z", re.IGNORECASE)
+_MONEY_AFTER_RE = re.compile(r"[ \t]*(?:dollars?|cents?|euros?|bucks)\b", re.IGNORECASE)
+# After a number: "2 years ago", "3 years from now".
+_WEAK_AFTER_RE = re.compile(
+    r"[ \t]+(?:years?|months?|weeks?|days?|hours?|minutes?)[ \t]+(?:ago|from[ \t]+now|later)\b",
+    re.IGNORECASE,
+)
+# A count handed to each ("68 kids get 2 macarons each"); "$96 each" is a price, a result.
+_EACH_AFTER_RE = re.compile(r"[ \t]+(?:[a-z]+[ \t]+)?(?:each|apiece)\b(?![ \t]+of\b)", re.I)
+# Right before a number: another number ("2 $5 bills") or a comparison ("because 404 > 400").
+_WEAK_BEFORE_RE = re.compile(r"(?:[0-9][ \t]+|[<>≤≥][ \t]*)(?:\\?\$|[€£])?\Z")
+_RESTATE_RE = re.compile(r",[ \t]*or\b|;[ \t]*or\b|\bi\.e\.|\bthat[ \t]+is,")
+# A clock time ("1:00 PM"), a compound ("the 400-meter hurdles"), or part of a word ("mp3").
+_STRONG_BEFORE_RE = re.compile(r"[0-9]:\Z|[A-Za-z]\Z")
+_STRONG_AFTER_RE = re.compile(r":[0-9]{2}|-[A-Za-z]")
+# A list of restated numbers: "from 12 marigolds, 9 petunias and 17 begonias".
+_LIST_RE = re.compile(
+    r"[ \t]*(?:[a-z]+(?:[ \t]+[a-z]+)?)?[ \t]*(?:,[ \t]*(?:and[ \t]+)?|[ \t]and[ \t]+)"
+    r"(?:\\?\$|[€£])?\Z",
+    re.IGNORECASE,
+)
+# An operand of a sum left unevaluated ("22 times in all: 4 + 12 + 6").
+_OPERAND_BEFORE_RE = re.compile(r"[0-9][ \t]*(?:[-+*/×÷]|[ \t]x)[ \t]*(?:\\?\$|[€£])?\Z")
+_OPERAND_AFTER_RE = re.compile(r"[ \t]*(?:[-+*/×÷]|x[ \t])[ \t]*(?:\\?\$|[€£])?[0-9]")
+# A justification after the answer: "$18 every day, since she sells 9 eggs at $2 each",
+# "45 miles from home, having driven 135 miles"; not a result ("9 eggs, making $18").
+_JUSTIFY_RE = re.compile(
+    r",[ \t]*(?:since|because|as|given|assuming|considering|based[ \t]+on"
+    r"|(?!(?:making|giving|leaving|earning|totall?ing|bringing|resulting|yielding|amounting"
+    r"|adding|coming|reaching|netting|costing|paying|spending|saving|getting|ending|meaning"
+    r"|confirming)\b)"
+    r"[a-z]+ing)\b",
+    re.IGNORECASE,
+)
+# A number named as the answer after it: "... confirming that 80 is the answer".
+_NAMED_ANSWER_AFTER_RE = re.compile(
+    r"[ \t]+is[ \t]+(?:the|our|my)[ \t]+(?:(?:final|correct|right)[ \t]+)?answer\b", re.I
+)
+# A computed or summed result: "= 18", "a total of $64", "altogether 48".
+_RESULT_BEFORE_RE = re.compile(
+    r"(?:=|\btotal(?:[ \t]+of)?|\baltogether)[ \t]*(?:\\?\$|[€£])?[ \t]*\Z", re.IGNORECASE
+)
+# In a sentence with digits, a spelled number counts only as a stated result ("which is
+# seven", "so three bolts in total", "she makes eighteen").
+_COPULA_BEFORE_RE = re.compile(
+    r"\b(?:is|are|was|were|be|equals|so|thus|therefore|hence|makes|made|gives|total(?:[ \t]+of)?)"
+    r"[ \t]+(?:(?:exactly|just|about)[ \t]+)?\Z",
+    re.IGNORECASE,
+)
+# Where a sentence ends: a line break, or ". " / "! " / "? " (not the "." of "1.5" or of
+# "Mr. Sylas"), or "。".
+_SENTENCE_BOUNDARY_RE = re.compile(
+    r"\n|(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\bvs)(?<!\be\.g)(?<!\bi\.e)"
+    r"[.!?](?=\s)|[。！？]"
 )
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+")
 _ALNUM_RE = re.compile(r"[0-9A-Za-z]")
 _BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
 _BRACE_RE = re.compile(r"[{}]")
+
+# (start, end, value) of a number in a text.
+_Token = tuple[int, int, Fraction]
+
+
+class _Scaled(Fraction):
+    """A number written with a scale word ("$1.45 million"): its full value, which also
+    matches a gold counted in that unit (GSM8K writes "$4 million" for the gold 4)."""
+
+    __slots__ = ("unscaled",)
+
+    def __new__(cls, unscaled: Fraction, scale: int) -> "_Scaled":
+        self = super().__new__(cls, unscaled * scale)
+        self.unscaled = unscaled
+        return self
 
 
 def extract_number(text: str) -> tuple[str | None, bool]:
@@ -163,10 +307,11 @@ def grade_numeric(
 ) -> Grade:
     """Grade a free-text solution against the gold number.
 
-    Reasons: "correct", "wrong_answer", "no_answer" (no number could be read) and "truncated"
-    (the generation hit the length limit before any explicit final-answer marker, so the model
-    never gave its answer, even if its last number happens to equal the gold). A gold that is
-    not a number is a dataset bug and raises ValueError; the completion never makes this raise.
+    Reasons: "correct", "wrong_answer", "no_answer" (no number could be read, or two different
+    answers were offered) and "truncated" (the generation hit the length limit before any
+    explicit final-answer marker, so the model never gave its answer, even if its last number
+    happens to equal the gold). A gold that is not a number is a dataset bug and raises
+    ValueError; the completion never makes this raise.
     """
     gold = _parse_gold(expected)
     value, via_marker = _extract(completion)
@@ -184,7 +329,8 @@ def grade_numeric(
 
 
 def _extract(text: object) -> tuple[Fraction | None, bool]:
-    """Find the answer: the last marker that yields a number, else the last number."""
+    """Find the answer: the last marker that yields a number (unless a correction follows it),
+    else the last sentence's number."""
     text = _normalise(_as_text(text))
     text = _cut_followup(text)
     markers = list(_MARKER_RE.finditer(text))[-_MAX_MARKERS:]
@@ -196,8 +342,12 @@ def _extract(text: object) -> tuple[Fraction | None, bool]:
         value, sentence_end = reading
         if _is_solution_label(text, marker, segment, sentence_end, segment_end):
             continue
+        if value is not None:
+            corrected = _correction_after(text, segment_end - len(segment) + sentence_end)
+            if corrected is not None:
+                return corrected, False
         return value, True
-    return _last_number(_cut_notes(text)), False
+    return _read_unmarked(text), False
 
 
 def _as_text(text: object) -> str:
@@ -267,7 +417,8 @@ def _is_solution_label(
     """True when a bare "Answer:" heads a worked solution rather than giving the result:
     its text starts with words ("Answer: Janet sells 16 - 3 - 4 = 9 eggs...") and more
     calculations follow the sentence we read. "Answer: 18" or "Answer: $18" stays a marker,
-    and so does "Answer: Janet makes $18. Ask if you have 2 more questions." (no working)."""
+    and so do "Answer: Janet makes $18. Ask if you have 2 more questions." (no working) and
+    "Answer: Janet makes $18.\\n\\nExplanation: 16 - 3 - 4 = 9..." (the working is announced)."""
     bare = (marker.group("colon") is not None and marker.group("final") is None) or (
         marker.group("heading") is not None and marker.group("final2") is None
     )
@@ -276,10 +427,23 @@ def _is_solution_label(
     lead = segment.lstrip(" \t*_#>:")
     if not lead[:1].isalpha() or _WORDS_RE.match(lead):
         return False
+    if not _CALC_RE.search(segment, 0, sentence_end):
+        rest = segment[sentence_end:] if sentence_end < len(segment) else ""
+        if _EXPLANATION_RE.match(rest + text[segment_end : segment_end + _SEGMENT_CHARS]):
+            return False
     if _CALC_RE.search(segment, sentence_end):
         return True
     window_end = min(len(text), segment_end + _LABEL_LOOKAHEAD_CHARS)
     return _CALC_RE.search(text, segment_end, window_end) is not None
+
+
+def _correction_after(text: str, start: int) -> Fraction | None:
+    """The corrected answer when the model retracts its marked answer ("The answer is 16.
+    Wait, I made a mistake... so she makes $18.") and gives no later marker; else None."""
+    correction = _CORRECTION_RE.search(text, start)
+    if correction is None or _MARKER_RE.search(text, correction.end()) is not None:
+        return None
+    return _read_unmarked(text[correction.start() :])
 
 
 def _rest_of_line(text: str, start: int) -> tuple[str, int]:
@@ -303,47 +467,169 @@ def _braced_body(text: str, start: int) -> tuple[str, int]:
     return _rest_of_line(text, start)
 
 
-def _read_segment(segment: str) -> tuple[Fraction, int] | None:
+def _read_segment(segment: str) -> tuple[Fraction | None, int] | None:
     """First number of the first sentence that has one, taken after that sentence's last "="
-    ("The answer is 16 - 3 - 4 = 9 eggs." -> 9), with the offset where that sentence ends."""
+    ("The answer is 16 - 3 - 4 = 9 eggs." -> 9), with the offset where that sentence ends.
+    The value is None when the sentence offers two different answers ("either 12 or 13")."""
     start = 0
     for boundary in [*_SENTENCE_END_RE.finditer(segment), None]:
         end = len(segment) if boundary is None else boundary.start()
         sentence = segment[start:end]
         if "=" in sentence:
             sentence = sentence.rsplit("=", 1)[1]
-        value = _first_value(sentence)
-        if value is not None:
+        first = _first_value(sentence)
+        if first is not None:
+            value, value_start, value_end = first
+            if _BETWEEN_RE.search(sentence, 0, value_start) or _has_alternative(
+                sentence, value_end, value
+            ):
+                return None, end
             return value, end
         if boundary is not None:
             start = boundary.end()
     return None
 
 
-def _first_value(part: str) -> Fraction | None:
-    """The earlier of the first digit number and the first spelled-out number (searched only
-    before the digits); a lone "one" ("each one makes $18") yields to a digit number."""
+def _has_alternative(text: str, end: int, value: Fraction) -> bool:
+    """True when "or" and a different number follow the number ending at `end`."""
+    match = _ALTERNATIVE_RE.match(text, end, min(len(text), end + _WORDS_CHARS))
+    if match is None:
+        return False
+    other = _first_value(text[match.end() : match.end() + _WORDS_CHARS])
+    if other is None or other[1] != 0:
+        return False
+    return other[0] not in (value, value * 100, value / 100)  # "0.6 or 60%" is one answer
+
+
+def _first_value(part: str) -> tuple[Fraction, int, int] | None:
+    """(value, start, end) of the earlier of the first digit number and the first spelled-out
+    number (searched only before the digits); a lone "one" ("each one makes $18") yields to a
+    digit number."""
     digits = next(_iter_numbers(part), None)
     words_end = _WORDS_CHARS if digits is None else min(_WORDS_CHARS, digits[0])
     words = _first_word_number(part[:words_end])
-    if words is None:
-        return None if digits is None else digits[2]
-    _, word_value, lone_one = words
-    if digits is not None and lone_one:
-        return digits[2]
-    return word_value
+    if words is None or (digits is not None and words[3]):
+        return None if digits is None else (digits[2], digits[0], digits[1])
+    return words[2], words[0], words[1]
 
 
-def _last_number(text: str) -> Fraction | None:
-    """The last number in the text (the no-marker fallback)."""
+def _read_unmarked(text: str) -> Fraction | None:
+    """The answer of a text without a marker: the last number of its last sentence that has
+    one (after dropping trailing asides), preferring a number that does not restate the
+    question; None when that sentence offers two answers ("either $18 or $26")."""
+    text = _cut_notes(text)
     last = None
-    for _, _, value in _iter_numbers(text):
-        last = value
-    return last
+    for last in _iter_numbers(text):  # noqa: B007 - we want the last one
+        pass
+    tail_start = max(0 if last is None else last[1], len(text) - _WORDS_TAIL_CHARS)
+    for word in _iter_word_numbers(text, tail_start, len(text)):
+        last = word
+    if last is None:
+        return None
+    sentence_start = _sentence_start(text, last[0])
+    digits = list(_iter_numbers(text, sentence_start, last[1]))
+    words = list(_iter_word_numbers(text, sentence_start, last[1]))
+    if digits and 0 in _restatement_levels(text, sentence_start, digits):
+        # Next to a digit result, a spelled number mostly restates the question ("... 8 years
+        # old three years from now"), unless it is stated as a value ("which is seven dozen").
+        words = [w for w in words if _COPULA_BEFORE_RE.search(text, max(0, w[0] - 30), w[0])]
+    tokens = sorted([*digits, *words])
+    levels = _restatement_levels(text, sentence_start, tokens)
+    chosen = max(range(len(tokens)), key=lambda index: (-levels[index], index))
+    if chosen > 0 and _EITHER_RE.search(text, sentence_start, tokens[chosen - 1][0]):
+        previous = tokens[chosen - 1]
+        if _has_alternative(text[: tokens[chosen][1]], previous[1], previous[2]):
+            return None
+    return tokens[chosen][2]
+
+
+def _sentence_start(text: str, position: int) -> int:
+    """Start of the sentence holding `position`, looking back at most _SEGMENT_CHARS."""
+    start = max(0, position - _SEGMENT_CHARS)
+    for boundary in _SENTENCE_BOUNDARY_RE.finditer(text, start, position):
+        start = boundary.end()
+    return start
+
+
+def _restatement_levels(text: str, sentence_start: int, tokens: list[_Token]) -> list[int]:
+    """How surely each number of the final sentence restates the question or the working
+    rather than giving the result: 2 inside parentheses, after ", or" / "i.e." (the result
+    again in other units) or a justifying ", since..." / ", having...", in a clock time, a
+    compound ("the 400-meter hurdles") or a word ("mp3"); 1 after "in/over/for/at the end of
+    those..." ("$36 in 4 weeks"), which can also be the answer ("finishes in 36 seconds"), or
+    in an unevaluated sum; 0 otherwise, and always right after "=" or "a total of"; -1 when
+    named as the answer ("80 is the answer")."""
+    levels: list[int] = []
+    first_end = tokens[0][1]
+    for index, (start, end, _) in enumerate(tokens):
+        window = max(sentence_start, start - _CUE_CHARS)
+        if _NAMED_ANSWER_AFTER_RE.match(text, end):
+            level = -1
+        elif _RESULT_BEFORE_RE.search(text, max(sentence_start, start - 16), start):
+            level = 0
+        elif (
+            _STRONG_BEFORE_RE.search(text, max(sentence_start, start - 2), start)
+            or _STRONG_AFTER_RE.match(text, end)
+            or text.count("(", sentence_start, start) > text.count(")", sentence_start, start)
+            or (first_end < start and _RESTATE_RE.search(text, first_end, start))
+            or (first_end < start and _JUSTIFY_RE.search(text, first_end, start))
+        ):
+            level = 2
+        elif (
+            _is_cued(text, window, start, end)
+            or _CLAUSE_RE.search(text, window, start)
+            or _is_purpose(text, sentence_start, window, start)
+            or _WEAK_AFTER_RE.match(text, end)
+            or (_EACH_AFTER_RE.match(text, end) and not _is_money(text, start, end))
+            or _WEAK_BEFORE_RE.search(text, max(sentence_start, start - 3), start)
+            or _OPERAND_BEFORE_RE.search(text, max(sentence_start, start - 6), start)
+            or _OPERAND_AFTER_RE.match(text, end)
+        ):
+            level = 1
+        elif index > 0 and _LIST_RE.search(text, tokens[index - 1][1], start):
+            level = min(levels[-1], 1)
+        else:
+            level = 0
+        levels.append(level)
+    return levels
+
+
+def _is_purpose(text: str, sentence_start: int, window: int, start: int) -> bool:
+    """True for "to read 120 pages" right after a computed result ("= 5 hours to read 120
+    pages"); elsewhere "needs to read 6 pages" gives the result."""
+    if not _PURPOSE_RE.search(text, window, start):
+        return False
+    equals = text.rfind("=", sentence_start, start)
+    return equals != -1 and not any(mark in text[equals:start] for mark in ",;")
+
+
+def _is_money(text: str, start: int, end: int) -> bool:
+    """True for "$96", "\\$96" or "96 dollars"."""
+    return (start > 0 and text[start - 1] in "$€£") or _MONEY_AFTER_RE.match(text, end) is not None
+
+
+def _is_cued(text: str, window: int, start: int, end: int) -> bool:
+    """True when a preposition before the number makes it a restated quantity ("in 4 weeks");
+    "a total of $64", "sold for $18", "walk at 6 mph" and "left with 9" are results."""
+    cue = _CUE_RE.search(text, window, start)
+    if cue is None:
+        return False
+    word = cue.group("cue").lower()
+    money = cue.group("money") is not None or _MONEY_AFTER_RE.match(text, end) is not None
+    if word == "of":
+        return bool(cue.group("gap")) or _OF_BASE_RE.search(text, window, cue.start()) is not None
+    if word == "for":
+        return not money
+    if word == "at":
+        return money
+    if word == "with":
+        return _WITH_RESULT_RE.search(text, window, cue.start()) is None
+    return True
 
 
 def _cut_notes(text: str) -> str:
-    """Drop trailing "Note:" asides (and only trailing ones) when an earlier number remains."""
+    """Drop trailing "Note:" asides and sign-offs (and only trailing ones) when an earlier
+    number remains."""
     first_number = _NUM_RE.search(text)
     if first_number is None:
         return text
@@ -375,15 +661,15 @@ def _note_end(text: str, after_marker: int, limit: int) -> int:
 # ------------------------------------------------------------------------------ numbers
 
 
-def _iter_numbers(text: str) -> Iterator[tuple[int, int, Fraction]]:
-    """Yield (start, end, value) for each number in reading order."""
-    position = 0
-    length = len(text)
+def _iter_numbers(text: str, start: int = 0, stop: int | None = None) -> Iterator[_Token]:
+    """Yield (start, end, value) for each number of text[start:stop] in reading order."""
+    position = start
+    length = len(text) if stop is None else stop
     while True:
         match = _NUM_RE.search(text, position, length)
         if match is None:
             return
-        start, end = match.span()
+        begin, end = match.span()
         position = end
         token = match.group()
         if len(token) > _MAX_TOKEN_CHARS:
@@ -396,7 +682,32 @@ def _iter_numbers(text: str) -> Iterator[tuple[int, int, Fraction]]:
                 if 0 < numerator < denominator:
                     value += Fraction(numerator, denominator)
                     end = position = tail.end()
-        yield start, end, value * _sign(text, start)
+        below_zero = _BELOW_ZERO_RE.match(text, end, length)
+        if below_zero is not None:
+            value, end = -value, below_zero.end()
+        else:
+            value *= _sign(text, begin)
+        scale = _SCALE_TAIL_RE.match(text, end, length)
+        if scale is not None:
+            value = _Scaled(value, _SCALES[scale.group(1).lower()])
+            end = scale.end()
+        position = max(position, end)
+        yield begin, end, value
+
+
+def _iter_word_numbers(text: str, start: int, stop: int) -> Iterator[_Token]:
+    """Spelled-out numbers of text[start:stop] that can be an answer: not a lone "one" ("each
+    one costs") and not a group ("the two of them")."""
+    for match in _WORDS_RE.finditer(text, start, stop):
+        reading = _word_match_value(match)
+        if reading is None or reading[1]:
+            continue
+        begin, end = match.span()
+        if _WORD_GROUP_BEFORE_RE.search(text, max(0, begin - 8), begin) or (
+            _WORD_GROUP_AFTER_RE.match(text, end, stop)
+        ):
+            continue
+        yield begin, end, reading[0]
 
 
 def _token_value(token: str, *, is_fraction: bool) -> Fraction:
@@ -427,18 +738,25 @@ def _sign(text: str, start: int) -> int:
     return -1
 
 
-def _first_word_number(text: str) -> tuple[int, Fraction, bool] | None:
-    """(start, value, is_lone_one) of the first spelled-out number ("twenty-five")."""
+def _first_word_number(text: str) -> tuple[int, int, Fraction, bool] | None:
+    """(start, end, value, is_lone_one) of the first spelled-out number ("twenty-five")."""
     for match in _WORDS_RE.finditer(text):
-        words = [word for word in _WORD_SPLIT_RE.split(match.group("words").lower()) if word]
-        words = [word for word in words if word != "and"]
-        value = _words_value(words)
-        if value is None:
-            continue
-        if match.group("neg") is not None:
-            value = -value
-        return match.start(), Fraction(value), words == ["one"]
+        reading = _word_match_value(match)
+        if reading is not None:
+            return match.start(), match.end(), reading[0], reading[1]
     return None
+
+
+def _word_match_value(match: re.Match[str]) -> tuple[Fraction, bool] | None:
+    """(value, is_lone_one) of a _WORDS_RE match, or None if its words make no number."""
+    words = [word for word in _WORD_SPLIT_RE.split(match.group("words").lower()) if word]
+    words = [word for word in words if word != "and"]
+    value = _words_value(words)
+    if value is None:
+        return None
+    if match.group("neg") is not None:
+        value = -value
+    return Fraction(value), words == ["one"]
 
 
 def _words_value(words: list[str]) -> int | None:
@@ -500,16 +818,16 @@ def _parse_gold(expected: str | float | int) -> Fraction:
         return Fraction(plain)
     except (ValueError, ZeroDivisionError):
         pass
-    value, _ = _extract(text)
+    value = _extract(text)[0] if _NUM_RE.search(text) else None
     if value is None:
         raise ValueError(f"gold answer is not a number: {expected!r}")
-    return value
+    return Fraction(value)
 
 
 def _same_number(value: Fraction, gold: Fraction) -> bool:
     """Exact equality, with a relative-tolerance backstop only for non-integers (so 1000001
-    never "equals" 1000000)."""
-    if value == gold:
+    never "equals" 1000000). "4 million" also equals a gold of 4 (counted in millions)."""
+    if value == gold or (isinstance(value, _Scaled) and value.unscaled == gold):
         return True
     if value.denominator == 1 and gold.denominator == 1:
         return False

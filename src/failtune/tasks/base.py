@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class Task(ABC):
 
     @abstractmethod
     def grade(self, problem: Problem, completion: str, finish_reason: str | None) -> Grade: ...
+
+    def grade_many(self, items: Sequence[tuple[Problem, str, str | None]]) -> list[Grade]:
+        """Grade a batch; tasks whose grading is slow (code runs in sandboxes) parallelise here."""
+        return [self.grade(*item) for item in items]
 
     def data_files(self, split: str) -> list[Path]:
         """Files a split is read from, so the manifest can record their sha256."""
