@@ -26,8 +26,15 @@ from failtune.manifest import package_versions
 def run(backend: HFBackend, problems: int, max_new_tokens: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = extract(output_dir=out, categories="math", split="test", limit=problems,
-                         max_new_tokens=max_new_tokens, model=backend, show_progress=False)
+        result = extract(
+            output_dir=out,
+            categories="math",
+            split="test",
+            limit=problems,
+            max_new_tokens=max_new_tokens,
+            model=backend,
+            show_progress=False,
+        )
         seconds = time.perf_counter() - t0
     tokens = sum(r["completion_tokens"] for r in result.records)
     return {
@@ -46,8 +53,9 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64, help="GSM8K test prompts (first N)")
     parser.add_argument("--batch-sizes", default="1,32", help="comma-separated, 1 is the baseline")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" /
-                                                "extract_throughput.json"))
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "extract_throughput.json")
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     backend = HFBackend.load("builtin:smollm2", batch_size=1, device="cpu")
@@ -58,10 +66,14 @@ def main() -> None:
         print(f"batch {size:>3}: {figures[str(size)]}", flush=True)
     if "1" in figures:
         for size, f in figures.items():
-            f["speedup_problems_per_s"] = round(f["problems_per_s"] / figures["1"]["problems_per_s"], 2)
+            f["speedup_problems_per_s"] = round(
+                f["problems_per_s"] / figures["1"]["problems_per_s"], 2
+            )
             f["speedup_tokens_per_s"] = round(f["tokens_per_s"] / figures["1"]["tokens_per_s"], 2)
-            print(f"batch {size:>3}: {f['speedup_problems_per_s']}x problems/s, "
-                  f"{f['speedup_tokens_per_s']}x tokens/s vs batch 1")
+            print(
+                f"batch {size:>3}: {f['speedup_problems_per_s']}x problems/s, "
+                f"{f['speedup_tokens_per_s']}x tokens/s vs batch 1"
+            )
     report = {
         "benchmark": "extract_throughput",
         "model": "SmolLM2-135M-Instruct Q4_1 GGUF (dequantised, fp32)",
