@@ -388,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not getattr(args, "progress", True):
+        os.environ["TQDM_DISABLE"] = "1"  # libraries' own bars (GGUF conversion, datasets)
     try:
         return run(args)
     except FailtuneError as e:

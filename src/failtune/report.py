@@ -34,6 +34,7 @@ def print_extract(result: ExtractResult) -> None:
             str(s["correct"]),
             f"{s['accuracy']:.1%}",
             str(s["n"] - s["correct"]),
+            f"{s['failure_rate']:.1%}",
             reasons,
         )
     out.print(table)
