@@ -329,7 +329,15 @@ def extract(
         "task_options": task_options,
     }
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
-    manifest = {"data_sha256": data_hashes(files), "started": started}
+    splits_read: dict[str, set[str]] = {}
+    for t, p in problems:
+        splits_read.setdefault(t.name, set()).add(p.split)
+    manifest = {
+        "data_sha256": data_hashes(files),
+        # The authors' splits the problems came from: shows when test problems were trained on.
+        "problem_splits": {name: sorted(s) for name, s in splits_read.items()},
+        "started": started,
+    }
     write_manifest(
         out, "extract", args, status="running", source=_source(model, completions), **manifest
     )

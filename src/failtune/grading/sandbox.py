@@ -259,7 +259,9 @@ def _expose_import_paths() -> dict[str, str]:
         os.makedirs(view, mode=0o755)
         os.chmod(_IMPORT_VIEWS, 0o755)
         if _libc_call("mount", entry.encode(), view.encode(), None, _MS_BIND | _MS_REC, None):
-            _libc_call("mount", None, view.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None)
+            _libc_call(
+                "mount", None, view.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, None
+            )
             views[entry] = view
     # This worker and its programs import through the views from now on, packages included.
     sys.path[:] = [views.get(p, p) for p in sys.path]
