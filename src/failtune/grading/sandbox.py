@@ -228,11 +228,22 @@ def _isolate_worker() -> dict:
             mounted = _libc_call(
                 "mount", kind, path.encode(), kind, _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, opts
             )
-        return {"network_namespace": True, "pid_namespace": True, "private_tmp": mounted,
-                "drop_user": True, "import_paths": _expose_import_paths() if mounted else {}}  # fmt: skip
+        views = _expose_import_paths() if mounted else {}
+        return _isolation(netns=True, pidns=True, private_tmp=mounted, drop_user=True, views=views)
     netns = _libc_call("unshare", _CLONE_NEWNET)
-    return {"network_namespace": netns, "pid_namespace": False, "private_tmp": False,
-            "drop_user": root, "import_paths": {}}  # fmt: skip
+    return _isolation(netns=netns, pidns=False, private_tmp=False, drop_user=root, views={})
+
+
+def _isolation(
+    *, netns: bool, pidns: bool, private_tmp: bool, drop_user: bool, views: dict[str, str]
+) -> dict:
+    return {
+        "network_namespace": netns,
+        "pid_namespace": pidns,
+        "private_tmp": private_tmp,
+        "drop_user": drop_user,
+        "import_paths": views,
+    }
 
 
 def _others_can_read(path: str) -> bool:
@@ -348,8 +359,8 @@ def _run_one(request: dict, isolation: dict) -> dict:
     text = b"".join(chunks).decode("utf-8", "replace")
     reason = _verdict(text.splitlines(), request["sentinel"], status, timed_out)
     _wipe(isolation, workdir)
-    return {"passed": reason == "passed", "reason": reason,
-            "seconds": round(time.monotonic() - started, 4)}  # fmt: skip
+    seconds = round(time.monotonic() - started, 4)
+    return {"passed": reason == "passed", "reason": reason, "seconds": seconds}
 
 
 def _reap(isolation: dict) -> None:
