@@ -89,6 +89,13 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="code category: programs graded in parallel sandboxes (default: CPU cores)",
     )
+    _flag(
+        p,
+        "sandbox_timeout",
+        type=float,
+        default=20.0,
+        help="code category: wall-clock seconds per program before it is killed (default 20)",
+    )
     p.add_argument(
         "--no-resume",
         "--no_resume",
@@ -297,7 +304,11 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     arith: dict[str, Any] = {"seed": args.seed}
     if args.arith_size:
         arith["size"] = args.arith_size
-    code = {"workers": args.workers, "include_test": getattr(args, "include_test", False)}
+    code = {
+        "workers": args.workers,
+        "timeout": args.sandbox_timeout,
+        "include_test": getattr(args, "include_test", False),
+    }
     return {"arith": arith, "humaneval": code, "mbpp": code}
 
 

@@ -21,6 +21,7 @@ This module imports only the standard library: the warm worker runs it as a scri
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ctypes
 import json
@@ -73,7 +74,7 @@ _WARM_IMPORTS = (
 class Limits:
     """Per-program limits; `cpu_seconds` defaults to the wall-clock timeout plus one second."""
 
-    timeout: float = 10.0
+    timeout: float = 20.0
     memory_bytes: int = 1 << 30
     cpu_seconds: int | None = None
     processes: int = 64
@@ -115,7 +116,7 @@ def _harness(parts: Program, sentinel: str, result_fd: int) -> None:
         exit_now(0)
 
     try:
-        compiled = [(name, compile(src, f"<{name}>", "exec")) for name, src in parts]
+        compiled = [(name, _compile(name, src)) for name, src in parts]
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         report("syntax_error")
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -124,7 +125,7 @@ def _harness(parts: Program, sentinel: str, result_fd: int) -> None:
         if name == "tests":
             table.clear()
             table.update(pristine)
-            namespace = {**namespace, "__builtins__": dict(pristine)}
+            namespace = {**namespace, "__builtins__": dict(pristine), **_JUDGES}
         try:
             exec(code, namespace)
         except system_exit:
@@ -141,6 +142,76 @@ def _harness(parts: Program, sentinel: str, result_fd: int) -> None:
         except base_exception as e:  # the program's own failure, whatever it raised
             report("runtime_error:" + type_of(e).__name__)
     report("passed")
+
+
+def _compile(name: str, source: str) -> object:
+    if name != "tests":
+        return compile(source, f"<{name}>", "exec")
+    tree = _HonestAsserts().visit(ast.parse(source, "<tests>"))
+    return compile(ast.fix_missing_locations(tree), "<tests>", "exec")
+
+
+def _forged(value: object, method: str, type=type, getattr=getattr) -> bool:
+    """True when `method` of the value's type was written by the program (not a real file).
+
+    An object whose `__eq__` always answers True would otherwise pass every `assert f(x) == y`.
+    Builtins are bound as defaults: the program may replace them while the tests run.
+    """
+    for klass in type(value).__mro__:
+        if method in klass.__dict__:
+            code = getattr(klass.__dict__[method], "__code__", None)
+            return (
+                code is not None
+                and code.co_filename.startswith("<")
+                and (code.co_filename not in ("<tests>", "<setup>"))
+            )
+    return False
+
+
+def _honest_eq(a: object, b: object, type=type, bool=bool) -> bool:
+    """`a == b`, decided by the side whose equality the program did not write."""
+    if _forged(a, "__eq__") == _forged(b, "__eq__"):
+        return bool(a == b)
+    honest, other = (b, a) if _forged(a, "__eq__") else (a, b)
+    return type(honest).__eq__(honest, other) is True
+
+
+def _honest_truth(value: object, bool=bool) -> bool:
+    if _forged(value, "__bool__") or _forged(value, "__len__"):
+        return False
+    return bool(value)
+
+
+_JUDGES = {"__failtune_eq__": _honest_eq, "__failtune_truth__": _honest_truth}
+
+
+class _HonestAsserts(ast.NodeTransformer):
+    """Rewrite `assert a == b` / `a != b` / `assert x` so the program's own dunders don't judge."""
+
+    def visit_Assert(self, node: ast.Assert) -> ast.Assert:
+        node.test = self._judge(node.test)
+        return node
+
+    def _judge(self, test: ast.expr) -> ast.expr:
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            op = test.ops[0]
+            if isinstance(op, ast.Eq | ast.NotEq):
+                call = self._call("__failtune_eq__", test.left, test.comparators[0])
+                return call if isinstance(op, ast.Eq) else ast.UnaryOp(ast.Not(), call)
+            return test
+        if isinstance(test, ast.BoolOp):
+            test.values = [self._judge(v) for v in test.values]
+            return test
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test.operand = self._judge(test.operand)
+            return test
+        if isinstance(test, ast.Compare):
+            return test
+        return self._call("__failtune_truth__", test)
+
+    @staticmethod
+    def _call(name: str, *args: ast.expr) -> ast.Call:
+        return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), list(args), []), args[0])
 
 
 def _disable_sockets() -> None:

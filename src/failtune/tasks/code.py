@@ -35,10 +35,12 @@ class CodeTask(Task):
     data_file: Path
 
     def __init__(
-        self, workers: int | None = None, include_test: bool = False, timeout: float = 10.0
+        self, workers: int | None = None, include_test: bool = False, timeout: float = 20.0
     ) -> None:
         if workers is not None and workers < 1:
             raise FailtuneError("--workers must be a positive number")
+        if timeout <= 0:
+            raise FailtuneError("--sandbox-timeout must be a positive number of seconds")
         self.workers, self.include_test = workers, include_test
         self.limits = Limits(timeout=timeout)
 
