@@ -61,7 +61,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each set")
     parser.add_argument("--timeout", type=float, default=20.0)
-    parser.add_argument("--output", default="benchmarks/code_grading.json")
+    parser.add_argument(
+        "--output", default=str(Path(__file__).parent / "results" / "code_grading.json")
+    )
     args = parser.parse_args()
     named = reference_programs(args.limit)
     ids, programs = [i for i, _ in named], [p for _, p in named]
@@ -96,6 +98,7 @@ def main() -> None:
         "platform": platform.platform(),
         "versions": package_versions(),
     }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"{len(programs)} programs: sandbox {sandbox_seconds:.1f} s at --workers {args.workers}, "
