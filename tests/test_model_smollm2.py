@@ -144,9 +144,9 @@ def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
     )
     records = result.records
     assert [r["id"] for r in records] == [f"mbpp/prompt/{i}" for i in range(1, 5)]
-    code_reasons = ("passed", "no_code", "syntax_error", "timeout", "memory", "exited_early")
+    reasons = ("passed", "no_code", "syntax_error", "timeout", "memory", "exited_early", "killed")
     for r in records:
-        assert r["reason"].startswith(code_reasons + ("runtime_error:", "assertion_failed:"))
+        assert r["reason"].startswith((*reasons, "runtime_error:", "assertion_failed:"))
         assert r["correct"] == (r["reason"] == "passed")
     training = lines(tmp_path / "code_training_ready.jsonl")
     assert len(training) == 4 - result.summary["code"]["correct"]

@@ -518,10 +518,11 @@ class Sandbox:
         self.workers = max(1, workers or os.cpu_count() or 1)
         self.limits = limits or Limits()
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        self._all: list[_Worker] = []
         self._lock = threading.Lock()
-        self.isolation = self._take().isolation if self.workers else {}
-        self._idle.put(self._all[0])
+        first = _Worker()  # started now, so a broken setup fails here and isolation is known
+        self._all = [first]
+        self._idle.put(first)
+        self.isolation: dict = first.isolation
 
     def _take(self) -> _Worker:
         with contextlib.suppress(queue.Empty):

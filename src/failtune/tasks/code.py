@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from failtune.errors import FailtuneError
 from failtune.grading import Grade
@@ -59,6 +63,11 @@ class CodeTask(Task):
 
     def rows(self) -> Mapping[str, tuple[Problem, CodeTests]]:
         """Every problem of the dataset with its tests, by id, in dataset order (cached)."""
+        return _rows(type(self))
+
+    @staticmethod
+    def parse(row: dict[str, Any]) -> tuple[Problem, CodeTests]:
+        """One line of the release file as a problem and its tests."""
         raise NotImplementedError
 
     def load_source(self, split: str) -> list[Problem]:
@@ -77,3 +86,11 @@ class CodeTask(Task):
     def grade_many(self, items: Sequence[tuple[Problem, str, str | None]]) -> list[Grade]:
         sandbox = shared_sandbox(self.workers, self.limits)
         return grade_code_many([(c, self.tests_for(p)) for p, c, _ in items], sandbox)
+
+
+@cache
+def _rows(task: type[CodeTask]) -> dict[str, tuple[Problem, CodeTests]]:
+    opener = gzip.open if task.data_file.suffix == ".gz" else open
+    with opener(task.data_file, "rt", encoding="utf-8") as f:
+        pairs = [task.parse(json.loads(line)) for line in f if line.strip()]
+    return {problem.id: (problem, tests) for problem, tests in pairs}

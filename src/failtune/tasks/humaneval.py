@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
+from typing import Any
 
 from failtune.grading.code import CodeTests
 from failtune.tasks.base import Problem
 from failtune.tasks.code import CODE_FORMAT, CodeTask, fenced
-
-DATA_FILE = Path(__file__).parent / "data" / "humaneval" / "HumanEval.jsonl.gz"
 
 
 def humaneval_prompt(stub: str) -> str:
@@ -26,34 +21,22 @@ def humaneval_prompt(stub: str) -> str:
 class HumanEval(CodeTask):
     name = "humaneval"
     splits = ("test",)
-    data_file = DATA_FILE
+    data_file = Path(__file__).parent / "data" / "humaneval" / "HumanEval.jsonl.gz"
 
-    def rows(self) -> Mapping[str, tuple[Problem, CodeTests]]:
-        return _load()
-
-
-@cache
-def _load() -> dict[str, tuple[Problem, CodeTests]]:
-    rows = {}
-    with gzip.open(DATA_FILE, "rt", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            number = row["task_id"].split("/")[1]
-            stub = row["prompt"]
-            tests = CodeTests(
-                tests=f"{row['test']}\ncheck({row['entry_point']})\n",
-                entry_point=row["entry_point"],
-                prelude=stub if stub.endswith("\n") else stub + "\n",
-            )
-            problem = Problem(
-                id=f"humaneval/test/{number}",
-                task="humaneval",
-                split="test",
-                prompt=humaneval_prompt(stub),
-                expected=tests.tests,
-                solution=fenced(stub + row["canonical_solution"]),
-            )
-            rows[problem.id] = (problem, tests)
-    return rows
+    @staticmethod
+    def parse(row: dict[str, Any]) -> tuple[Problem, CodeTests]:
+        stub = row["prompt"]
+        tests = CodeTests(
+            tests=f"{row['test']}\ncheck({row['entry_point']})\n",
+            entry_point=row["entry_point"],
+            prelude=stub if stub.endswith("\n") else stub + "\n",
+        )
+        problem = Problem(
+            id=f"humaneval/test/{row['task_id'].split('/')[1]}",
+            task="humaneval",
+            split="test",
+            prompt=humaneval_prompt(stub),
+            expected=tests.tests,
+            solution=fenced(stub + row["canonical_solution"]),
+        )
+        return problem, tests

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
+from typing import Any
 
 from failtune.grading.code import CodeTests
 from failtune.tasks.base import Problem
 from failtune.tasks.code import CODE_FORMAT, CodeTask, fenced
 
-DATA_FILE = Path(__file__).parent / "data" / "mbpp" / "mbpp.jsonl"
 # The authors' splits, by task_id (Austin et al. 2021, section 2.1).
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 
@@ -29,30 +26,22 @@ class MBPP(CodeTask):
     name = "mbpp"
     splits = tuple(SPLITS)
     train_sources = ("prompt", "validation", "train")
-    data_file = DATA_FILE
+    data_file = Path(__file__).parent / "data" / "mbpp" / "mbpp.jsonl"
 
-    def rows(self) -> Mapping[str, tuple[Problem, CodeTests]]:
-        return _load()
-
-
-@cache
-def _load() -> dict[str, tuple[Problem, CodeTests]]:
-    rows = {}
-    with DATA_FILE.open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            split = split_of(row["task_id"])
-            tests = CodeTests(
-                tests="\n".join(row["test_list"]) + "\n",
-                setup=row["test_setup_code"].replace("\r\n", "\n"),
-            )
-            problem = Problem(
-                id=f"mbpp/{split}/{row['task_id']}",
-                task="mbpp",
-                split=split,
-                prompt=mbpp_prompt(row["text"], row["test_list"]),
-                expected=tests.tests,
-                solution=fenced(row["code"].replace("\r\n", "\n")),
-            )
-            rows[problem.id] = (problem, tests)
-    return rows
+    @staticmethod
+    def parse(row: dict[str, Any]) -> tuple[Problem, CodeTests]:
+        split = split_of(row["task_id"])
+        # The solution runs before the setup code: tasks 367 and 927 build objects from its classes.
+        tests = CodeTests(
+            tests="\n".join(row["test_list"]) + "\n",
+            setup=row["test_setup_code"].replace("\r\n", "\n"),
+        )
+        problem = Problem(
+            id=f"mbpp/{split}/{row['task_id']}",
+            task="mbpp",
+            split=split,
+            prompt=mbpp_prompt(row["text"], row["test_list"]),
+            expected=tests.tests,
+            solution=fenced(row["code"].replace("\r\n", "\n")),
+        )
+        return problem, tests
