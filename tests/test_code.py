@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from failtune.cli import main
+from failtune.extract import reason_kind
 from failtune.grading.code import build_program, extract_code
 from failtune.tasks import CATEGORIES, MBPP, HumanEval, parse_categories, tasks_for
 
@@ -112,6 +113,9 @@ def test_failures_carry_reasons(humaneval: HumanEval, mbpp: MBPP) -> None:
     ]
     assert [g.reason for g in grades] == [r for _, _, r in cases]
     assert not any(g.correct for g in grades)
+    # Summaries count assertion failures as one kind, exception types apart.
+    kinds = [reason_kind(g.reason) for g in grades]
+    assert kinds[2:5] == ["assertion_failed", "assertion_failed", "runtime_error:ZeroDivisionError"]
 
 
 def test_all_reference_solutions_pass() -> None:
