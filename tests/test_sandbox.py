@@ -254,3 +254,37 @@ def test_forked_copies_do_not_speak_for_the_program() -> None:
     with Sandbox(1, Limits(timeout=TIMEOUT)) as sandbox:
         (outcome,) = sandbox.run([build_program(code, MBPP().tests_for(problem))])
     assert outcome.reason.startswith("assertion_failed:")
+
+
+def test_fallback_without_namespaces_still_refuses_sockets_and_early_exits() -> None:
+    """Where namespaces are not permitted, sockets are disabled in the program itself."""
+    from dataclasses import asdict
+
+    from failtune.grading.sandbox import _run_one
+
+    isolation = {
+        "network_namespace": False,
+        "pid_namespace": False,
+        "private_tmp": False,
+        "drop_user": False,
+        "import_paths": {},
+    }
+    verdicts = []
+    for code in (
+        "import socket\nsocket.socket()",
+        "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+        "import os\nos._exit(0)",
+        "def f():\n    return 1",
+    ):
+        request = {
+            "parts": [["candidate", code], ["tests", "assert f() == 1\n"]],
+            "sentinel": os.urandom(8).hex(),
+            "limits": asdict(Limits(timeout=TIMEOUT)),
+        }
+        verdicts.append(_run_one(request, isolation)["reason"])
+    assert verdicts == [
+        "runtime_error:PermissionError",
+        "runtime_error:PermissionError",
+        "exited_early",
+        "passed",
+    ]

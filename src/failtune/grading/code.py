@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import atexit
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from failtune.errors import FailtuneError
 from failtune.grading import Grade
 from failtune.grading.sandbox import Limits, Program, Sandbox
 
@@ -82,6 +84,8 @@ def program_source(program: Program) -> str:
 @cache
 def shared_sandbox(workers: int | None, limits: Limits) -> Sandbox:
     """One pool of warm workers per setting, shared by every code task, closed at exit."""
+    if not sys.platform.startswith("linux"):
+        raise FailtuneError("grading code needs Linux (the sandbox uses fork, pidfd, rlimits)")
     sandbox = Sandbox(workers, limits)
     atexit.register(sandbox.close)
     return sandbox
