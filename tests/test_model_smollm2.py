@@ -129,3 +129,27 @@ def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
     assert table["wins"] == sum(by_id[r["id"]] and not r["correct"] for r in base)
     assert table["losses"] == sum(r["correct"] and not by_id[r["id"]] for r in base)
     assert table["base_accuracy"] == pytest.approx(sum(r["correct"] for r in base) / 12)
+
+
+def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
+    """The base model writes code for a few MBPP problems; each is run and graded with a reason."""
+    result = extract(
+        output_dir=tmp_path,
+        categories="code",
+        limit=4,
+        max_new_tokens=160,
+        model=smollm2_backend,
+        task_options={"mbpp": {"workers": 2}},
+        show_progress=False,
+    )
+    records = result.records
+    assert [r["id"] for r in records] == [f"mbpp/prompt/{i}" for i in range(1, 5)]
+    reasons = ("passed", "no_code", "syntax_error", "timeout", "memory", "exited_early", "killed")
+    for r in records:
+        assert r["reason"].startswith((*reasons, "runtime_error:", "assertion_failed:"))
+        assert r["correct"] == (r["reason"] == "passed")
+    training = lines(tmp_path / "code_training_ready.jsonl")
+    assert len(training) == 4 - result.summary["code"]["correct"]
+    assert all(t["output"].startswith("```python\n") for t in training)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["problem_splits"] == {"mbpp": ["prompt"]}

@@ -78,6 +78,6 @@ def test_categories_checked_before_anything_loads() -> None:
     with pytest.raises(FailtuneError, match="unknown category 'maths'"):
         parse_categories("maths")
     with pytest.raises(FailtuneError, match="not available in this version"):
-        parse_categories("code")
+        parse_categories("knowledge")
     with pytest.raises(FailtuneError, match="no split 'validation'"):
         tasks_for("math")[0].load("validation")

@@ -82,6 +82,20 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         help="number of problems per split of the generated arith task (default 2000)",
     )
     _flag(p, "seed", type=int, default=0, help="seed for generated tasks and resampling")
+    _flag(
+        p,
+        "workers",
+        type=_positive_int,
+        default=None,
+        help="code category: programs graded in parallel sandboxes (default: CPU cores)",
+    )
+    _flag(
+        p,
+        "sandbox_timeout",
+        type=float,
+        default=20.0,
+        help="code category: wall-clock seconds per program before it is killed (default 20)",
+    )
     p.add_argument(
         "--no-resume",
         "--no_resume",
@@ -127,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         ex,
         "categories",
         default=None,
-        help="comma-separated: math (GSM8K), arith (generated word problems); default math, "
-        "or those in --completions",
+        help="comma-separated: math (GSM8K), code (HumanEval + MBPP), arith (generated word "
+        "problems); default math, or those in --completions",
     )
     _flag(ex, "split", default="train", help="which split to run (default train)")
     _flag(
@@ -136,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         "completions",
         help='grade this JSONL of {"id", "completion"} instead of '
         "running a model (ids like gsm8k/test/17)",
+    )
+    ex.add_argument(
+        "--include-test",
+        "--include_test",
+        dest="include_test",
+        action="store_true",
+        help="code category: extract from HumanEval + MBPP test too (all of it; those problems "
+        "then cannot serve for validation)",
     )
     _generation_flags(ex)
 
@@ -282,7 +304,12 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     arith: dict[str, Any] = {"seed": args.seed}
     if args.arith_size:
         arith["size"] = args.arith_size
-    return {"arith": arith}
+    code = {
+        "workers": args.workers,
+        "timeout": args.sandbox_timeout,
+        "include_test": getattr(args, "include_test", False),
+    }
+    return {"arith": arith, "humaneval": code, "mbpp": code}
 
 
 def run(args: argparse.Namespace) -> int:

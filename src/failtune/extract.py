@@ -7,6 +7,7 @@ output is the dataset's own solution. No teacher model: the benchmark already ho
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections import Counter
@@ -246,10 +247,16 @@ def summarize(
             "accuracy": correct / n,
             "failure_rate": 1 - correct / n,
             "failure_reasons": dict(
-                Counter(r["reason"] for r in rows if not r["correct"]).most_common()
+                Counter(reason_kind(r["reason"]) for r in rows if not r["correct"]).most_common()
             ),
         }
     return summary
+
+
+def reason_kind(reason: str) -> str:
+    """`runtime_error:NameError` stays; `assertion_failed:<assert line>` counts as its kind."""
+    kind, _, detail = reason.partition(":")
+    return reason if re.fullmatch(r"[\w.]*", detail) else kind
 
 
 def write_training_files(
@@ -329,7 +336,15 @@ def extract(
         "task_options": task_options,
     }
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
-    manifest = {"data_sha256": data_hashes(files), "started": started}
+    splits_read: dict[str, set[str]] = {}
+    for t, p in problems:
+        splits_read.setdefault(t.name, set()).add(p.split)
+    manifest = {
+        "data_sha256": data_hashes(files),
+        # The authors' splits the problems came from: shows when test problems were trained on.
+        "problem_splits": {name: sorted(s) for name, s in splits_read.items()},
+        "started": started,
+    }
     write_manifest(
         out, "extract", args, status="running", source=_source(model, completions), **manifest
     )

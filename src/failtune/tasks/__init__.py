@@ -9,11 +9,22 @@ from failtune.errors import FailtuneError
 from failtune.tasks.arith import Arith
 from failtune.tasks.base import Problem, Task
 from failtune.tasks.gsm8k import GSM8K
+from failtune.tasks.humaneval import HumanEval
+from failtune.tasks.mbpp import MBPP
 
-TASKS: dict[str, type[Task]] = {"gsm8k": GSM8K, "arith": Arith}
-CATEGORIES: dict[str, tuple[str, ...]] = {"math": ("gsm8k",), "arith": ("arith",)}
+TASKS: dict[str, type[Task]] = {
+    "gsm8k": GSM8K,
+    "arith": Arith,
+    "humaneval": HumanEval,
+    "mbpp": MBPP,
+}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "math": ("gsm8k",),
+    "arith": ("arith",),
+    "code": ("humaneval", "mbpp"),
+}
 # Categories of the seed plan that this release does not grade yet.
-PLANNED = {"code": "HumanEval + MBPP", "creativity": "MMLU", "knowledge": "MMLU"}
+PLANNED = {"creativity": "MMLU", "knowledge": "MMLU"}
 
 
 def parse_categories(spec: str | list[str]) -> list[str]:
@@ -53,7 +64,9 @@ def task_by_name(name: str, task_options: TaskOptions | None = None) -> Task:
 
 __all__ = [
     "CATEGORIES",
+    "MBPP",
     "TASKS",
+    "HumanEval",
     "Problem",
     "Task",
     "TaskOptions",
