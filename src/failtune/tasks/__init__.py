@@ -9,11 +9,17 @@ from failtune.errors import FailtuneError
 from failtune.tasks.arith import Arith
 from failtune.tasks.base import Problem, Task
 from failtune.tasks.gsm8k import GSM8K
+from failtune.tasks.mmlu import MMLU
 
-TASKS: dict[str, type[Task]] = {"gsm8k": GSM8K, "arith": Arith}
-CATEGORIES: dict[str, tuple[str, ...]] = {"math": ("gsm8k",), "arith": ("arith",)}
+TASKS: dict[str, type[Task]] = {"gsm8k": GSM8K, "arith": Arith, "mmlu": MMLU}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "math": ("gsm8k",),
+    "arith": ("arith",),
+    "creativity": ("mmlu",),
+    "knowledge": ("mmlu",),  # the seed plan's other name for MMLU
+}
 # Categories of the seed plan that this release does not grade yet.
-PLANNED = {"code": "HumanEval + MBPP", "creativity": "MMLU", "knowledge": "MMLU"}
+PLANNED = {"code": "HumanEval + MBPP"}
 
 
 def parse_categories(spec: str | list[str]) -> list[str]:
