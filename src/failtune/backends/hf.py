@@ -105,7 +105,6 @@ class HFBackend:
             gens.append(Generation(_cut(text, params), reason, n))
         return gens
 
-
     @torch.inference_mode()
     def loglikelihood(
         self, requests: Sequence[tuple[str, Sequence[str]]]

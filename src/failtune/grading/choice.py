@@ -168,7 +168,7 @@ def _letter_at(text: str, start: int, choices: Sequence[str], valid: str) -> str
 
 
 def _check_letter(letter: str, rest: str, choices: Sequence[str], valid: str) -> str:
-    """"?" when the text after a letter offers a second letter ("A or B") or names another
+    """ "?" when the text after a letter offers a second letter ("A or B") or names another
     choice's text ("(B) Paris" where Paris is choice C); else the letter."""
     alt = _ALTERNATIVE_RE.match(rest)
     if alt and alt.group(1) != letter and alt.group(1) in valid:
@@ -202,7 +202,7 @@ def _choice_at(segment: str, choices: Sequence[str], exclude: int = -1) -> int |
 
 def _unmarked(text: str, choices: Sequence[str], valid: str) -> str | None:
     """A bare letter, a reply that is just a choice's text, or a first line "C. 42 ..."."""
-    if not text or _REFUSAL_RE.search(text) and len(text) > 3:
+    if not text or (_REFUSAL_RE.search(text) and len(text) > 3):
         return None
     first = text.split("\n", 1)[0].strip()
     m = re.match(r"^(?:\(([A-Za-z])\)|([A-Z])(?:[).:]|\s*$)|([a-z])[).](?:\s|$))", first)

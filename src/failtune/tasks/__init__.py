@@ -8,16 +8,20 @@ from typing import Any
 from failtune.errors import FailtuneError
 from failtune.tasks.arith import Arith
 from failtune.tasks.base import Problem, Task
+from failtune.tasks.custom import CustomTask
 from failtune.tasks.gsm8k import GSM8K
 from failtune.tasks.mmlu import MMLU
 
-TASKS: dict[str, type[Task]] = {"gsm8k": GSM8K, "arith": Arith, "mmlu": MMLU}
+TASKS: dict[str, type[Task]] = {"gsm8k": GSM8K, "arith": Arith, "mmlu": MMLU, "custom": CustomTask}
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "math": ("gsm8k",),
     "arith": ("arith",),
     "creativity": ("mmlu",),
     "knowledge": ("mmlu",),  # the seed plan's other name for MMLU
+    "custom": ("custom",),  # the user's --task-file
 }
+# Other names of a category; tables and records use the name it maps to.
+CATEGORY_ALIASES = {"knowledge": "creativity"}
 # Categories of the seed plan that this release does not grade yet.
 PLANNED = {"code": "HumanEval + MBPP"}
 
@@ -59,6 +63,7 @@ def task_by_name(name: str, task_options: TaskOptions | None = None) -> Task:
 
 __all__ = [
     "CATEGORIES",
+    "CATEGORY_ALIASES",
     "TASKS",
     "Problem",
     "Task",

@@ -32,9 +32,14 @@ CHOICE_STOP_AFTER = r"(?i)the (?:final |correct )?answer is[^\n]*?\(?[A-J]\b[^\n
 MODES = ("generate", "loglikelihood")
 
 
+def lettered(choices: Sequence[str]) -> str:
+    """ "A. first\nB. second..." as MMLU prompts list the choices."""
+    letters = letters_for(len(choices))
+    return "\n".join(f"{letter}. {text}" for letter, text in zip(letters, choices, strict=True))
+
+
 def choice_prompt(question: str, choices: Sequence[str]) -> str:
-    lines = [f"{letter}. {text}" for letter, text in zip(letters_for(len(choices)), choices)]
-    return f"{question.strip()}\n\n" + "\n".join(lines) + f"\n\n{CHOICE_FORMAT}"
+    return f"{question.strip()}\n\n{lettered(choices)}\n\n{CHOICE_FORMAT}"
 
 
 def choice_solution(choices: Sequence[str], answer: int) -> str:
@@ -46,10 +51,9 @@ def choice_solution(choices: Sequence[str], answer: int) -> str:
 def loglikelihood_prompt(subject: str, question: str, choices: Sequence[str]) -> str:
     """lm-evaluation-harness's default MMLU prompt (zero-shot); the model continues " X"."""
     topic = subject.replace("_", " ")
-    lines = [f"{letter}. {text}" for letter, text in zip(letters_for(len(choices)), choices)]
     return (
         f"The following are multiple choice questions (with answers) about {topic}.\n\n"
-        f"{question.strip()}\n" + "\n".join(lines) + "\nAnswer:"
+        f"{question.strip()}\n{lettered(choices)}\nAnswer:"
     )
 
 
@@ -60,9 +64,7 @@ class MMLU(Task):
     default_max_new_tokens = 160
     stop_after = CHOICE_STOP_AFTER
 
-    def __init__(
-        self, subjects: Sequence[str] | str | None = None, mode: str = "generate"
-    ) -> None:
+    def __init__(self, subjects: Sequence[str] | str | None = None, mode: str = "generate") -> None:
         if mode not in MODES:
             raise FailtuneError(f"unknown MMLU mode {mode!r} (choose from: {', '.join(MODES)})")
         if isinstance(subjects, str):
