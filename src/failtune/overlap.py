@@ -5,7 +5,8 @@ prompt counts as contaminated when it shares any 13-word sequence with a trainin
 Template text every prompt of a task carries (the answer-format sentence) would make every
 prompt overlap, so the prefix and suffix all eval prompts of a task share are cut from them
 and from the training instructions before counting. A prompt that is exactly a training
-instruction is an "exact" overlap: validating on it measures memorisation, so validate refuses it unless forced.
+instruction is an "exact" overlap: validating on it measures memorisation, so validate
+refuses it unless forced.
 """
 
 from __future__ import annotations
