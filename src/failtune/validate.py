@@ -84,6 +84,9 @@ def compare(
         "delta": cand_acc - base_acc,
         "mcnemar_p": mcnemar_exact(wins, losses),
         "delta_ci95": [low, high],
+        # The CI ends as numbers, so a gate can bound forgetting: "creativity.delta_ci_low>-0.05".
+        "delta_ci_low": low,
+        "delta_ci_high": high,
     }
 
 

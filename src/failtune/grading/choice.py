@@ -68,6 +68,11 @@ _LETTER_RE = re.compile(
 _ALTERNATIVE_RE = re.compile(
     r"\s*(?:\)|\.)?\s*(?:or|and|/|,|&|\+)\s*(?:option\s+|choice\s+)?\(?([A-Z])\b(?![a-z'])"
 )
+# A reply that opens with its letter: "B", "(B)", "[B]", "B) Paris", "C. 42", "Option (C)".
+_FIRST_LINE_LETTER_RE = re.compile(
+    r"^(?:(?i:option|choice)\s*)?"
+    r"(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:[).:]|\s*$)|([a-z])[).](?:\s|$))"
+)
 _REFUSAL_RE = re.compile(
     r"\b(?:i\s+(?:can(?:no|')t|am\s+(?:not\s+able|unable)|'m\s+(?:not\s+able|unable|not\s+sure))"
     r"|cannot\s+(?:be\s+)?determin|none\s+of\s+the\s+(?:above|options|choices)"
@@ -205,9 +210,9 @@ def _unmarked(text: str, choices: Sequence[str], valid: str) -> str | None:
     if not text or (_REFUSAL_RE.search(text) and len(text) > 3):
         return None
     first = text.split("\n", 1)[0].strip()
-    m = re.match(r"^(?:\(([A-Za-z])\)|([A-Z])(?:[).:]|\s*$)|([a-z])[).](?:\s|$))", first)
+    m = _FIRST_LINE_LETTER_RE.match(first)
     if m:
-        letter = (m.group(1) or m.group(2) or m.group(3)).upper()
+        letter = next(g for g in m.groups() if g).upper()
         return _check_letter(letter, first[m.end() :], choices, valid)
     whole = _norm(text)
     for candidate in (whole, _norm(first)):
