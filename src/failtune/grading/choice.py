@@ -38,18 +38,27 @@ _MARKER_RE = re.compile(
     r"(?:is|would\s+be|should\s+be|must\s+be|will\s+be|=|:|：|-)\s*[:：]?\s*"
     r"(?:therefore\s+|thus\s+)?"
     r"|\banswer\s*(?:is\s*)?:?\s*(?=[(\[]?[A-Za-z][)\].:]|\s*$)"
-    r"|\b(?:i\s+(?:would|will|'d)\s+(?:choose|pick|select|go\s+with|say)|i\s+(?:choose|pick|select)"
+    r"|\b(?:i(?:\s+would|\s+will|'d|’d)\s+(?:choose|pick|select|go\s+with|say)"
+    r"|i\s+(?:choose|pick|select)"
     r"|my\s+(?:final\s+)?(?:answer|choice|pick)\s*(?:is|:)|(?:so|therefore|thus|hence),?\s+"
     r"(?:it(?:'s|\s+is)|we\s+(?:choose|pick|select|get)))\s*:?\s*"
+    r"|(?:^|(?<=[.!?])\s+)it(?:'s|’s|\s+is)\s+"
+    r"|\b(?:therefore|thus|hence)\s*[,:]?\s*(?=[(\[]?[A-Z][)\]]?(?:[.!]|\s*$))"
     r"|\\boxed\s*\{|####\s*|答案(?:是|为)?\s*[:：]?\s*|(?:respuesta|réponse|antwort)\s*(?:es|est|ist)?\s*[:：]?\s*",
     re.IGNORECASE,
 )
 # "(B) is correct", "B is the right answer", "Option C is the best choice".
 _VERDICT_RE = re.compile(
     r"(?:\b(?:option|choice|answer)\s+)?(?:\(([A-Za-z])\)|\b([A-Z])\b)\)?\s*(?:is|would\s+be)\s+"
-    r"(?:the\s+)?(?:correct|right|best|true|most\s+(?:likely|appropriate|accurate))\b"
+    r"(?:the\s+)?(?:(?:correct|right|best|true|most\s+(?:likely|appropriate|accurate))\b"
+    r"|(?:final\s+)?answer\b)"
     r"(?!\s+(?:statement|about|for\s+(?:a|an|the)\b))",
     re.IGNORECASE,
+)
+# "(A) and (C) are correct", "Both B and D are right": two answers at once.
+_PLURAL_VERDICT_RE = re.compile(
+    r"\(?\b([A-Z])\b\)?\s*(?:,|and|&)\s*\(?\b([A-Z])\b\)?\s*(?:are|could\s+be|might\s+be)\s+"
+    r"(?:both\s+|all\s+)?(?:correct|right|true|valid)\b"
 )
 _NEGATED_RE = re.compile(r"\bnot\s+$|\bn't\s+$", re.IGNORECASE)
 _CORRECTION_RE = re.compile(
@@ -73,6 +82,10 @@ _FIRST_LINE_LETTER_RE = re.compile(
     r"^(?:(?i:option|choice)\s*)?"
     r"(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:[).:]|\s*$)|([a-z])[).](?:\s|$))"
 )
+# A reply whose last line is only a letter: "...explanation.\n\nA".
+_LAST_LINE_LETTER_RE = re.compile(r"^(?:(?i:option|choice)\s*)?[(\[]?([A-Z])[)\].]?$")
+_NEGATION_RE = re.compile(r" (?:not|never|no|isn t|aren t|cannot|neither|nor) ")
+_MIN_NAMED_CHARS = 8  # shorter choice texts ("4", "True") occur in reasoning by chance
 _REFUSAL_RE = re.compile(
     r"\b(?:i\s+(?:can(?:no|')t|am\s+(?:not\s+able|unable)|'m\s+(?:not\s+able|unable|not\s+sure))"
     r"|cannot\s+(?:be\s+)?determin|none\s+of\s+the\s+(?:above|options|choices)"
@@ -148,6 +161,7 @@ def _marked_picks(text: str, choices: Sequence[str], valid: str) -> list[tuple[i
             continue
         if m.group(1) or letter in valid:
             picks.append((m.start(), letter))
+    picks.extend((m.start(), "?") for m in _PLURAL_VERDICT_RE.finditer(text))
     picks.sort()
     return picks
 
@@ -162,7 +176,7 @@ def _letter_at(text: str, start: int, choices: Sequence[str], valid: str) -> str
         letter = raw.upper()
         if bare and raw.islower() and not re.match(r"[a-z]\s*[).:]", segment.lstrip()):
             letter = ""  # "the answer is a bit unclear": an article, not choice (a)
-        elif bare and raw == "A" and re.match(r"\s*A\s+[a-z]", segment):
+        elif bare and raw == "A" and re.match(r"\s*A\s+(?!(?:or|and)\b)[a-z]", segment):
             letter = "" if not _starts_with_choice(segment.lstrip()[1:], choices[0]) else "A"
         elif bare and raw == "I" and "I" not in valid:
             letter = ""
@@ -214,9 +228,28 @@ def _unmarked(text: str, choices: Sequence[str], valid: str) -> str | None:
     if m:
         letter = next(g for g in m.groups() if g).upper()
         return _check_letter(letter, first[m.end() :], choices, valid)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = _LAST_LINE_LETTER_RE.match(lines[-1])
+    if last:
+        return last.group(1)
     whole = _norm(text)
     for candidate in (whole, _norm(first)):
         hits = [i for i, c in enumerate(choices) if _norm(c) and _norm(c) == candidate]
         if len(hits) == 1:
             return valid[hits[0]]
-    return None
+    return _named_in_last_sentence(text, choices, valid)
+
+
+def _named_in_last_sentence(text: str, choices: Sequence[str], valid: str) -> str | None:
+    """A concluding sentence that states exactly one (long enough) choice's text, unnegated:
+    "These are scarce economic resources." for choice D "scarce economic resources."."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    last = " " + _norm(sentences[-1]) + " "
+    if _NEGATION_RE.search(last):
+        return None
+    hits = [
+        i
+        for i, c in enumerate(choices)
+        if len(_norm(c)) >= _MIN_NAMED_CHARS and f" {_norm(c)} " in last
+    ]
+    return valid[hits[0]] if len(hits) == 1 else None
