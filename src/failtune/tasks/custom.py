@@ -112,7 +112,9 @@ class CustomTask(Task):
         if isinstance(given, str) and given.strip():
             # The dataset's own solution, with the final sentence added if it lacks one the
             # grader reads as correct (so training teaches the answer format the prompt asks).
-            solved = self._grade_fn(problem)(given, None).correct
+            solved = self._grade_fn(problem)(given, None).correct and (
+                self.grader != "math" or "\\boxed" in given
+            )
             text = (
                 given.strip() if solved or self.grader == "regex" else f"{given.strip()}\n{final}"
             )
