@@ -7,7 +7,6 @@ import pytest
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
-from failtune.extract import extract
 from failtune.grading.math import grade_math
 from failtune.grading.text import final_answer, grade_exact, grade_regex
 from failtune.tasks.custom import CustomTask
