@@ -108,8 +108,10 @@ def test_overlapping_prompts_are_refused_unless_allowed(tmp_path: Path) -> None:
     answers = _completions(tmp_path / "a.jsonl", {p.id: "The answer is (A)." for p in mmlu})
     train_file = _write(
         tmp_path / "creativity_training_ready.jsonl",
-        [{"instruction": mmlu[0].prompt, "output": mmlu[0].solution}]
-        + [{"instruction": MMLU().load("test")[900].prompt, "output": "x"}],
+        [
+            {"instruction": mmlu[0].prompt, "output": mmlu[0].solution},
+            {"instruction": MMLU().load("test")[900].prompt, "output": "x"},
+        ],
     )
     common = {
         "base_completions": answers,
@@ -118,7 +120,7 @@ def test_overlapping_prompts_are_refused_unless_allowed(tmp_path: Path) -> None:
         "train_data": str(train_file),
         "n_boot": 100,
     }
-    with pytest.raises(FailtuneError, match="mmlu/test/0.*--allow-overlap"):
+    with pytest.raises(FailtuneError, match=r"mmlu/test/0.*--allow-overlap"):
         validate(output_dir=tmp_path / "v1", **common)
     result = validate(output_dir=tmp_path / "v2", allow_overlap=True, **common)
     row = result.overlap["categories"]["creativity"]
