@@ -43,6 +43,7 @@ _MARKER_RE = re.compile(
     r"|my\s+(?:final\s+)?(?:answer|choice|pick)\s*(?:is|:)|(?:so|therefore|thus|hence),?\s+"
     r"(?:it(?:'s|\s+is)|we\s+(?:choose|pick|select|get)))\s*:?\s*"
     r"|(?:^|(?<=[.!?])\s+)it(?:'s|’s|\s+is)\s+"
+    r"|\bi\s+(?:think|believe|guess)\s+(?:that\s+)?it(?:'s|’s|\s+is)\s+"
     r"|\b(?:therefore|thus|hence)\s*[,:]?\s*(?=[(\[]?[A-Z][)\]]?(?:[.!]|\s*$))"
     r"|\\boxed\s*\{|####\s*|答案(?:是|为)?\s*[:：]?\s*|(?:respuesta|réponse|antwort)\s*(?:es|est|ist)?\s*[:：]?\s*",
     re.IGNORECASE,
@@ -64,7 +65,8 @@ _NEGATED_RE = re.compile(r"\bnot\s+$|\bn't\s+$", re.IGNORECASE)
 _CORRECTION_RE = re.compile(
     r"\b(?:wait|actually|correction|on\s+second\s+thought|i\s+made\s+a\s+mistake|"
     r"let\s+me\s+(?:reconsider|re-?check|re-?evaluate|correct)|upon\s+(?:further\s+)?"
-    r"(?:reflection|review|reconsideration)|re-?evaluat\w*|i\s+was\s+wrong|mistake)\b",
+    r"(?:reflection|review|reconsideration)|re-?evaluat\w*|i\s+was\s+wrong|mistake|hmm+|oops"
+    r"|sorry|scratch\s+that|no(?=[,.!]))\b",
     re.IGNORECASE,
 )
 # A letter in any dress right at the start of a segment: "(B)", "[B]", "B)", "B.", "option B".
@@ -75,7 +77,8 @@ _LETTER_RE = re.compile(
     re.IGNORECASE,
 )
 _ALTERNATIVE_RE = re.compile(
-    r"\s*(?:\)|\.)?\s*(?:or|and|/|,|&|\+)\s*(?:option\s+|choice\s+)?\(?([A-Z])\b(?![a-z'])"
+    r"\s*(?:\)|\.)?\s*(?:or|and|/|,|&|\+)\s*(?:(?:possibly|maybe|perhaps|also|even)\s+)?"
+    r"(?:option\s+|choice\s+)?\(?([A-Z])\b(?![a-z'])"
 )
 # A reply that opens with its letter: "B", "(B)", "[B]", "B) Paris", "C. 42", "Option (C)".
 _FIRST_LINE_LETTER_RE = re.compile(
@@ -121,20 +124,26 @@ def read_choice(completion: str, choices: Sequence[str]) -> tuple[str | None, st
     """(upper-case letter or None, reason when None: "no_answer" or "ambiguous")."""
     text = _clean(_cut_followup(str(completion)))
     valid = letters_for(len(choices))
-    picks = _marked_picks(text, choices, valid)
-    if picks:
-        final = picks[-1]
-        for pos, letter in reversed(picks[:-1]):
-            if letter in ("?", final[1]):
-                continue
-            if not _CORRECTION_RE.search(text, pos, final[0]):
-                return None, "ambiguous"
-            break
-        return (None, "ambiguous") if final[1] == "?" else (final[1], "")
+    markers, verdicts = _marked_picks(text, choices, valid)
+    for picks in (markers, verdicts):  # an explicit "The answer is" outranks "B is correct"
+        if picks:
+            return _last_pick(text, picks)
     letter = _unmarked(text, choices, valid)
     if letter == "?":
         return None, "ambiguous"
     return letter, "" if letter else "no_answer"
+
+
+def _last_pick(text: str, picks: list[tuple[int, str]]) -> tuple[str | None, str]:
+    """The last pick, unless an earlier one names another letter with no correction between."""
+    final_pos, final = picks[-1]
+    for pos, letter in reversed(picks[:-1]):
+        if letter in ("?", final):
+            continue
+        if not _CORRECTION_RE.search(text, pos, final_pos):
+            return None, "ambiguous"
+        break
+    return (None, "ambiguous") if final == "?" else (final, "")
 
 
 def _clean(text: str) -> str:
@@ -147,23 +156,26 @@ def _norm(text: str) -> str:
     return re.sub(r"[\s.,;:!?\"'“”‘’()\[\]]+", " ", text).strip().lower()
 
 
-def _marked_picks(text: str, choices: Sequence[str], valid: str) -> list[tuple[int, str]]:
-    """Every (position, letter) a marker or verdict sentence names; "?" for two at once."""
-    picks: list[tuple[int, str]] = []
+def _marked_picks(
+    text: str, choices: Sequence[str], valid: str
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(position, letter) named by answer markers, and by verdict sentences ("B is correct");
+    "?" where two letters are named at once."""
+    markers: list[tuple[int, str]] = []
     for m in _MARKER_RE.finditer(text):
         letter = _letter_at(text, m.end(), choices, valid)
         if letter:
-            picks.append((m.start(), letter))
+            markers.append((m.start(), letter))
+    verdicts: list[tuple[int, str]] = []
     for m in _VERDICT_RE.finditer(text):
         letter = (m.group(1) or m.group(2)).upper()
         before = text[max(0, m.start() - 12) : m.start()]
         if (m.group(2) and m.group(2) == "I") or _NEGATED_RE.search(before):
             continue
         if m.group(1) or letter in valid:
-            picks.append((m.start(), letter))
-    picks.extend((m.start(), "?") for m in _PLURAL_VERDICT_RE.finditer(text))
-    picks.sort()
-    return picks
+            verdicts.append((m.start(), letter))
+    verdicts.extend((m.start(), "?") for m in _PLURAL_VERDICT_RE.finditer(text))
+    return sorted(markers), sorted(verdicts)
 
 
 def _letter_at(text: str, start: int, choices: Sequence[str], valid: str) -> str | None:
