@@ -8,6 +8,7 @@ CI below zero); (2) find the training instructions for the overlap check (failtu
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +39,6 @@ def training_info(
     train_data: str | None = None,
 ) -> TrainingInfo:
     """From the flags if given, else from the candidate adapter's failtune_train.json."""
-    import glob
-
     info = TrainingInfo()
     meta = Path(candidate) / TRAIN_META if isinstance(candidate, str | Path) else None
     if meta is not None and meta.is_file():
