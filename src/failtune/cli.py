@@ -96,6 +96,7 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         default=20.0,
         help="code category: wall-clock seconds per program before it is killed (default 20)",
     )
+    _task_flags(p)
     p.add_argument(
         "--no-resume",
         "--no_resume",
@@ -109,6 +110,46 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         dest="progress",
         action="store_false",
         help="no progress bar",
+    )
+
+
+def _task_flags(p: argparse.ArgumentParser) -> None:
+    """Options of MMLU, custom task files and the holdout of tasks without a train split."""
+    _flag(
+        p,
+        "subjects",
+        default=None,
+        help="MMLU only: comma-separated subjects, e.g. high_school_biology,virology",
+    )
+    _flag(
+        p,
+        "mmlu_mode",
+        choices=["generate", "loglikelihood"],
+        default="generate",
+        help="MMLU: generate an answer (default) or score the letters by log-likelihood "
+        "(hf backend, as lm-evaluation-harness does)",
+    )
+    _flag(
+        p,
+        "holdout_fraction",
+        type=float,
+        default=0.2,
+        help="share held out for validation in tasks without a train split (MMLU, custom); "
+        "extract's train split is the rest (default 0.2)",
+    )
+    _flag(
+        p,
+        "task_file",
+        default=None,
+        help='your own benchmark: JSONL of {"question", "answer", "solution"?, "choices"?}; '
+        "adds category custom",
+    )
+    _flag(
+        p,
+        "grader",
+        choices=["numeric", "choice", "exact", "regex", "math", "code"],
+        default="exact",
+        help="how --task-file answers are graded (default exact; math = LaTeX via math-verify)",
     )
 
 
@@ -142,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "categories",
         default=None,
         help="comma-separated: math (GSM8K), code (HumanEval + MBPP), arith (generated word "
-        "problems); default math, or those in --completions",
+        "problems), creativity or knowledge (MMLU), custom (--task-file); default math, or "
+        "those in --completions",
     )
     _flag(ex, "split", default="train", help="which split to run (default train)")
     _flag(
@@ -209,6 +251,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also save base+adapter merged into <output_dir>/merged",
     )
+    _flag(
+        tr,
+        "mix",
+        choices=["proportional", "equal"],
+        default="proportional",
+        help="combining several files: every example once (proportional, default) or "
+        "each file repeated up to the largest (equal)",
+    )
+    _flag(
+        tr,
+        "replay",
+        default=None,
+        help="examples the model already gets right (extract writes <category>_replay.jsonl)",
+    )
+    _flag(
+        tr,
+        "replay_ratio",
+        type=float,
+        default=0.2,
+        help="share of the training set drawn from --replay (default 0.2)",
+    )
     _flag(tr, "seed", type=int, default=0, help="training seed (default 0)")
     _flag(tr, "dtype", default="auto", help="as for extract")
     _flag(tr, "device", default="auto", help="as for extract")
@@ -233,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(va, "candidate", help="fine-tuned model: LoRA adapter folder or full model")
     _flag(va, "base_completions", help="grade this completions file as the base instead")
     _flag(va, "candidate_completions", help="grade this completions file as the candidate")
-    _flag(va, "categories", default="math", help="comma-separated categories (default math)")
+    _flag(
+        va,
+        "categories",
+        default=None,
+        help="comma-separated categories (default math); one table each, plus overall",
+    )
     _flag(va, "split", default="test", help="held-out split (default test)")
     _flag(
         va,
@@ -255,6 +323,26 @@ def build_parser() -> argparse.ArgumentParser:
         "allow_train_split",
         action="store_true",
         help="allow validating on the train split (measures memorisation)",
+    )
+    _flag(
+        va,
+        "trained_categories",
+        default=None,
+        help="categories the candidate was trained on (default: read from its "
+        "failtune_train.json); the others are reported as forgetting checks",
+    )
+    _flag(
+        va,
+        "train_data",
+        default=None,
+        help="glob of the candidate's training files for the 13-gram overlap check "
+        "(default: those in its failtune_train.json)",
+    )
+    _flag(
+        va,
+        "allow_overlap",
+        action="store_true",
+        help="validate even on problems whose prompt is exactly a training instruction",
     )
     _generation_flags(va)
 
@@ -309,7 +397,23 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "timeout": args.sandbox_timeout,
         "include_test": getattr(args, "include_test", False),
     }
-    return {"arith": arith, "humaneval": code, "mbpp": code}
+    options: dict[str, dict[str, Any]] = {
+        "arith": arith,
+        "humaneval": code,
+        "mbpp": code,
+        "mmlu": {"subjects": args.subjects, "mode": args.mmlu_mode},
+    }
+    if args.task_file:
+        options["custom"] = {"path": args.task_file, "grader": args.grader}
+    return options
+
+
+def _categories(args: argparse.Namespace, default: str | None) -> str | None:
+    """--task-file adds its category to those named (or is the only one when none is)."""
+    if not args.task_file:
+        return args.categories or default
+    named = [c for c in (args.categories or "").split(",") if c.strip()]
+    return ",".join(dict.fromkeys([*named, "custom"]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -321,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
         result = extract(
             args.model_path,
             args.output_dir,
-            args.categories,
+            _categories(args, None),
             split=args.split,
             limit=args.limit,
             batch_size=args.batch_size,
@@ -333,6 +437,7 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             device=args.device,
             task_options=_task_options(args),
+            holdout_fraction=args.holdout_fraction,
             show_progress=args.progress,
         )
         report.print_extract(result)
@@ -356,6 +461,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             dtype=args.dtype,
             device=args.device,
+            mix=args.mix,
+            replay=args.replay,
+            replay_ratio=args.replay_ratio,
             resume=args.resume,
             show_progress=args.progress,
         )
@@ -367,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
         result = validate(
             args.base,
             args.candidate,
-            args.categories,
+            _categories(args, "math"),
             output_dir=args.output_dir,
             split=args.split,
             limit=args.limit,
@@ -384,6 +492,10 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             seed=args.seed,
             task_options=_task_options(args),
+            holdout_fraction=args.holdout_fraction,
+            trained_categories=args.trained_categories,
+            train_data=args.train_data,
+            allow_overlap=args.allow_overlap,
             show_progress=args.progress,
         )
         report.print_validation(result)

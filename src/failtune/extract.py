@@ -21,11 +21,14 @@ from failtune.console import note, progress_bar, warn
 from failtune.errors import FailtuneError
 from failtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
 from failtune.manifest import data_hashes, now, write_manifest
+from failtune.scoring import answer_batches
 from failtune.tasks import Problem, Task, TaskOptions, parse_categories, task_by_name, tasks_for
+from failtune.tasks.holdout import DEFAULT_FRACTION, describe, split_problems
 
 RESULTS = "results.jsonl"
 RESULTS_SOURCE = "results.source.json"  # which model wrote results.jsonl, checked on resume
 TRAINING_SUFFIX = "_training_ready.jsonl"
+REPLAY_SUFFIX = "_replay.jsonl"  # problems already solved: replay data against forgetting
 
 
 @dataclass
@@ -51,14 +54,23 @@ def load_problems(
     split: str,
     limit: int | None = None,
     task_options: TaskOptions | None = None,
+    holdout_fraction: float = DEFAULT_FRACTION,
 ) -> list[tuple[Task, Problem]]:
-    """The problems of every task in `categories`; `limit` takes the first N of each task."""
+    """The problems of every task in `categories`; `limit` takes the first N of each task.
+
+    Tasks without a train split are cut by `holdout_fraction` (failtune.tasks.holdout).
+    """
     if limit is not None and limit < 1:
         raise FailtuneError("--limit must be a positive number")
     pairs = []
+    seen: set[str] = set()
     for category in parse_categories(categories):
         for task in tasks_for(category, task_options):
-            pairs.extend((task, p) for p in task.load(split)[:limit])
+            if task.name in seen:  # creativity and knowledge are both MMLU
+                continue
+            seen.add(task.name)
+            problems = split_problems(task, split, holdout_fraction)
+            pairs.extend((task, p) for p in problems[:limit])
     return pairs
 
 
@@ -196,7 +208,7 @@ def evaluate(
                 stop=stop,
                 stop_after=task.stop_after,
             )
-            for batch in backend.stream([p.prompt for p in group], params):
+            for batch in answer_batches(backend, task, group, params):
                 rows = make_records(
                     task,
                     [
@@ -262,17 +274,23 @@ def reason_kind(reason: str) -> str:
 def write_training_files(
     problems: list[tuple[Task, Problem]], records: list[dict[str, Any]], output_dir: Path
 ) -> dict[str, Path]:
-    """One `{"instruction", "output"}` line per failure, per category, in dataset order."""
-    failed = {r["id"] for r in records if not r["correct"]}
-    per_category: dict[str, list[dict[str, str]]] = {}
+    """One `{"instruction", "output"}` line per failure, per category, in dataset order.
+
+    The problems the model already solves go to `<category>_replay.jsonl` in the same format
+    (with the dataset's solution), for `train --replay` to fight forgetting.
+    """
+    correct = {r["id"]: r["correct"] for r in records}
+    per_category: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {}
     for task, problem in problems:
-        rows = per_category.setdefault(task.category, [])
-        if problem.id in failed:
-            rows.append({"instruction": problem.prompt, "output": problem.solution})
+        failed, solved = per_category.setdefault(task.category, ([], []))
+        if problem.id in correct:
+            row = {"instruction": problem.prompt, "output": problem.solution}
+            (solved if correct[problem.id] else failed).append(row)
     paths = {}
-    for category, rows in per_category.items():
+    for category, (failed, solved) in per_category.items():
         path = output_dir / f"{category}{TRAINING_SUFFIX}"
-        atomic_write_jsonl(path, rows)
+        atomic_write_jsonl(path, failed)
+        atomic_write_jsonl(output_dir / f"{category}{REPLAY_SUFFIX}", solved)
         paths[category] = path
     return paths
 
@@ -293,6 +311,7 @@ def extract(
     dtype: str = "auto",
     device: str = "auto",
     task_options: TaskOptions | None = None,
+    holdout_fraction: float = DEFAULT_FRACTION,
     model: Backend | None = None,
     show_progress: bool = True,
 ) -> ExtractResult:
@@ -314,7 +333,7 @@ def extract(
                 warn(f"{skipped} completions belong to other categories and were skipped")
             problems = [(t, p) for t, p in problems if t.name in keep]
     else:
-        problems = load_problems(categories or "math", split, limit, task_options)
+        problems = load_problems(categories or "math", split, limit, task_options, holdout_fraction)
         if model is None:
             if not model_path:
                 raise FailtuneError("give --model_path, or --completions to grade existing outputs")
@@ -334,6 +353,7 @@ def extract(
         "completions": completions,
         "resume": resume,
         "task_options": task_options,
+        "holdout_fraction": holdout_fraction,
     }
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
     splits_read: dict[str, set[str]] = {}
@@ -343,6 +363,7 @@ def extract(
         "data_sha256": data_hashes(files),
         # The authors' splits the problems came from: shows when test problems were trained on.
         "problem_splits": {name: sorted(s) for name, s in splits_read.items()},
+        "holdout": holdouts(problems, holdout_fraction),
         "started": started,
     }
     write_manifest(
@@ -377,6 +398,12 @@ def extract(
         cost={"wall_seconds": round(seconds, 2)},
     )
     return ExtractResult(out, records, summary, training, seconds)
+
+
+def holdouts(problems: list[tuple[Task, Problem]], fraction: float) -> dict[str, Any]:
+    """The manifest's record of each task's train/held-out cut (tasks without a train split)."""
+    cuts = {t.name: describe(t, fraction) for t, _ in problems}
+    return {name: cut for name, cut in cuts.items() if cut}
 
 
 def _source(model: Backend | None, completions: str | Path | None) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def validation_table(result: ValidationResult) -> Table:
         "cand acc",
         "Δ acc [95% CI]",
         "McNemar p",
+        "check",
     )
     for col in cols:
         table.add_column(col, justify="left" if col == "category" else "right")
@@ -81,8 +82,19 @@ def validation_table(result: ValidationResult) -> Table:
             f"{s['candidate_accuracy']:.1%}",
             f"{s['delta']:+.1%} [{low:+.1%}, {high:+.1%}]",
             f"{s['mcnemar_p']:.2g}",
+            _check(s),
         )
     return table
+
+
+def _check(table: dict) -> str:
+    """Trained categories show their gain; the others are forgetting checks."""
+    trained = table.get("trained")
+    if trained is None:
+        return ""
+    if trained:
+        return "trained"
+    return "[red]FORGETTING[/red]" if table.get("forgetting") else "forgetting: ok"
 
 
 def print_validation(result: ValidationResult) -> None:
@@ -91,6 +103,12 @@ def print_validation(result: ValidationResult) -> None:
         out.print(
             f"[yellow]{result.unpaired} ids were graded on one side only and left out[/yellow]"
         )
+    if result.overlap:
+        for category, row in result.overlap["categories"].items():
+            out.print(
+                f"{category}: {row['ngram_overlap']} of {row['n']} eval prompts share a 13-gram "
+                f"with the training data ({row['ngram_overlap_rate']:.1%}), {row['exact']} exact"
+            )
     for g in result.gates:
         mark = "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]"
         out.print(f"gate {g['expr']}: {mark} (value {g['value']:.4g})")

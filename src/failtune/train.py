@@ -14,6 +14,7 @@ from failtune.console import note, warn
 from failtune.errors import FailtuneError
 from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now, write_manifest
+from failtune.mixing import mix_examples
 from failtune.models import TRAIN_META, load_model, load_tokenizer, pick_device, resolve_model
 
 LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
@@ -33,11 +34,18 @@ class TrainResult:
 
 def load_training_examples(dataset_path: str | Path) -> tuple[list[dict[str, str]], list[Path]]:
     """Read every file the glob matches; each line must be exactly {"instruction", "output"}."""
+    per_file = read_training_files(dataset_path)
+    return [e for rows in per_file.values() for e in rows], list(per_file)
+
+
+def read_training_files(dataset_path: str | Path) -> dict[Path, list[dict[str, str]]]:
+    """Examples per file the glob (or path) matches, files sorted by name."""
     files = sorted(Path(p) for p in glob.glob(str(dataset_path)))
     if not files:
         raise FailtuneError(f"no training file matches {dataset_path}")
-    examples = []
+    per_file: dict[Path, list[dict[str, str]]] = {}
     for path in files:
+        examples = per_file.setdefault(path, [])
         for lineno, row in enumerate(read_jsonl(path), start=1):
             if set(row) != {"instruction", "output"} or not all(
                 isinstance(v, str) and v.strip() for v in row.values()
@@ -47,9 +55,9 @@ def load_training_examples(dataset_path: str | Path) -> tuple[list[dict[str, str
                     '"instruction" and "output"'
                 )
             examples.append({"instruction": row["instruction"], "output": row["output"]})
-    if not examples:
+    if not any(per_file.values()):
         raise FailtuneError(f"the files matching {dataset_path} hold no examples")
-    return examples, files
+    return per_file
 
 
 def to_sft_rows(examples: list[dict[str, str]], chat: bool) -> list[dict[str, Any]]:
@@ -93,12 +101,17 @@ def train(
     dtype: str = "auto",
     device: str = "auto",
     save_steps: int = 200,
+    mix: str = "proportional",
+    replay: str | Path | None = None,
+    replay_ratio: float = 0.2,
     resume: bool = True,
     show_progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
 ) -> TrainResult:
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
 
+    `dataset_path` may be a glob over several categories' files, combined by `mix`; `replay`
+    adds already-solved examples as `replay_ratio` of the set (failtune.mixing).
     `loaded` passes (model, tokenizer) of `model_name` already in memory, to skip a reload; the
     adapter is then injected into that model.
     """
@@ -114,7 +127,10 @@ def train(
     if warning:
         warn(warning)
     started, t0 = now(), time.perf_counter()
-    examples, files = load_training_examples(dataset_path)
+    per_file = read_training_files(dataset_path)
+    replay_rows = next(iter(read_training_files(replay).values())) if replay else None
+    examples, mixture = mix_examples(per_file, mix, replay_rows, replay_ratio, seed)
+    files = list(per_file) + ([Path(replay)] if replay else [])
     ref = resolve_model(model_name)
     out = Path(output_dir)
     if loaded is not None:
@@ -189,7 +205,8 @@ def train(
         "log_history": trainer.state.log_history,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(out / TRAIN_META, {"base_model": model_name})
+    replay_file = {"replay_file": str(replay)} if replay else {}
+    atomic_write_json(out / TRAIN_META, {"base_model": model_name, **mixture, **replay_file})
     trained = trainer.model.eval()
     merged_dir = None
     if merge:
@@ -213,6 +230,9 @@ def train(
             "max_length": max_length,
             "merge": merge,
             "seed": seed,
+            "mix": mix,
+            "replay": str(replay) if replay else None,
+            "replay_ratio": replay_ratio,
         },
         model=ref.label,
         device=device,

@@ -12,11 +12,14 @@ from typing import Any
 
 from failtune.backends import Backend, load_backend
 from failtune.errors import FailtuneError
-from failtune.extract import evaluate, load_problems, read_completions
+from failtune.extract import evaluate, holdouts, load_problems, read_completions
 from failtune.files import atomic_write_json
+from failtune.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.manifest import now, write_manifest
+from failtune.overlap import overlap_report
 from failtune.stats import bootstrap_delta_ci, mcnemar_exact
-from failtune.tasks import TASKS, TaskOptions
+from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions
+from failtune.tasks.holdout import DEFAULT_FRACTION
 
 VALIDATION = "validation.json"
 # The seed plan states its success criteria as shares ("wins ≥ 16 %"), so gates read these as rates.
@@ -48,6 +51,7 @@ def parse_gate(expr: str) -> Gate:
             f'cannot read gate {expr!r}; write it like "math.win_rate>=0.16" or "math.ties>=60%"'
         )
     category, metric, op, number, percent = m.groups()
+    category = CATEGORY_ALIASES.get(category, category)
     threshold = float(number) / (100 if percent else 1)
     return Gate(expr, category, GATE_ALIASES.get(metric, metric), op, threshold)
 
@@ -80,6 +84,9 @@ def compare(
         "delta": cand_acc - base_acc,
         "mcnemar_p": mcnemar_exact(wins, losses),
         "delta_ci95": [low, high],
+        # The CI ends as numbers, so a gate can bound forgetting: "creativity.delta_ci_low>-0.05".
+        "delta_ci_low": low,
+        "delta_ci_high": high,
     }
 
 
@@ -135,6 +142,7 @@ class ValidationResult:
     categories: dict[str, dict[str, Any]]
     gates: list[dict[str, Any]]
     unpaired: int
+    overlap: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -168,13 +176,20 @@ def validate(
     n_boot: int = 10_000,
     seed: int = 0,
     task_options: TaskOptions | None = None,
+    holdout_fraction: float = DEFAULT_FRACTION,
+    trained_categories: Sequence[str] | str | None = None,
+    train_data: str | None = None,
+    allow_overlap: bool = False,
     show_progress: bool = True,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
     Each side is either a model (hub id, folder, GGUF, LoRA adapter, or an opened Backend) or a
     completions file; the graded results are kept under `output_dir/base` and
-    `output_dir/candidate` and a rerun resumes them.
+    `output_dir/candidate` and a rerun resumes them. Categories the candidate was not trained
+    on (its failtune_train.json, or `trained_categories`) are reported as forgetting checks;
+    the training instructions (from that record, or the `train_data` glob) are checked for
+    13-gram overlap with the evaluation prompts (failtune.forgetting, failtune.overlap).
     """
     parsed_gates = [parse_gate(g) for g in gates]  # fail on a typo before any model loads
     if split == "train" and not allow_train_split:
@@ -184,25 +199,35 @@ def validate(
         )
     started, t0 = now(), time.perf_counter()
     out = Path(output_dir)
-    sides: dict[str, dict[str, dict[str, Any]]] = {}
-    seconds: dict[str, float] = {}
+    inputs: dict[str, tuple[list[tuple[Task, Problem]], Any]] = {}
     for name, model, completions in (
         ("base", base, base_completions),
         ("candidate", candidate, candidate_completions),
     ):
-        t_side = time.perf_counter()
         if completions is not None:
             given, problems = read_completions(Path(completions), task_options)
-            records = evaluate(problems, out / name, completions=given)
+            inputs[name] = (problems, given)
         elif model is not None:
             if categories is None:
                 raise FailtuneError("give --categories to validate a model")
-            problems = load_problems(categories, split, limit, task_options)
+            problems = load_problems(categories, split, limit, task_options, holdout_fraction)
+            inputs[name] = (problems, model)
+        else:
+            raise FailtuneError(f"give --{name} (a model) or --{name}-completions (a file)")
+    trained = training_info(candidate, trained_categories, train_data)
+    overlap = _check_overlap(trained, inputs, allow_overlap)
+    sides: dict[str, dict[str, dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for name, (problems, source) in inputs.items():
+        t_side = time.perf_counter()
+        if isinstance(source, Mapping):  # a completions file, read above
+            records = evaluate(problems, out / name, completions=source)
+        else:
             opened = (
-                model
-                if not isinstance(model, str)
+                source
+                if not isinstance(source, str)
                 else load_backend(
-                    model,
+                    source,
                     backend=backend,
                     dtype=dtype,
                     device=device,
@@ -220,17 +245,23 @@ def validate(
                 show_progress=show_progress,
                 label=name,
             )
-        else:
-            raise FailtuneError(f"give --{name} (a model) or --{name}-completions (a file)")
         sides[name] = {r["id"]: r for r in records}
         seconds[name] = time.perf_counter() - t_side
     unpaired = len(set(sides["base"]) ^ set(sides["candidate"]))
     tables = paired_tables(
         sides["base"], sides["candidate"], _category_of_id, n_boot=n_boot, seed=seed
     )
+    mark_forgetting(tables, trained.categories)
     gate_results = check_gates(parsed_gates, tables)
     atomic_write_json(
-        out / VALIDATION, {"categories": tables, "gates": gate_results, "unpaired_ids": unpaired}
+        out / VALIDATION,
+        {
+            "categories": tables,
+            "gates": gate_results,
+            "unpaired_ids": unpaired,
+            "trained_categories": trained.categories,
+            "overlap": overlap,
+        },
     )
     write_manifest(
         out,
@@ -242,9 +273,16 @@ def validate(
             "split": split,
             "limit": limit,
             "gates": list(gates),
+            "holdout_fraction": holdout_fraction,
+            "trained_categories": trained.categories,
+            "train_files": [str(f) for f in trained.files],
+            "allow_overlap": allow_overlap,
             "n_boot": n_boot,
             "seed": seed,
         },
+        holdout=holdouts(
+            [p for problems, _ in inputs.values() for p in problems], holdout_fraction
+        ),
         started=started,
         finished=now(),
         cost={
@@ -252,7 +290,32 @@ def validate(
             "per_side_seconds": {k: round(v, 2) for k, v in seconds.items()},
         },
     )
-    return ValidationResult(out, tables, gate_results, unpaired)
+    return ValidationResult(out, tables, gate_results, unpaired, overlap)
+
+
+def _check_overlap(
+    trained: TrainingInfo,
+    inputs: Mapping[str, tuple[list[tuple[Task, Problem]], Any]],
+    allow_overlap: bool,
+) -> dict[str, Any] | None:
+    """The 13-gram report; eval prompts that are exactly training instructions are refused."""
+    if not trained.files:
+        return None
+    prompts = {
+        p.id: (p.id, t.category, p.prompt) for problems, _ in inputs.values() for t, p in problems
+    }
+    report, exact = overlap_report(trained.instructions(), list(prompts.values()))
+    if exact and not allow_overlap:
+        raise FailtuneError(
+            f"{len(exact)} evaluation problems (e.g. {', '.join(exact[:3])}) are exactly "
+            "training instructions of the candidate, so validating on them measures "
+            "memorisation; validate on other problems, or force it with --allow-overlap"
+        )
+    return {
+        "train_files": [str(f) for f in trained.files],
+        "categories": report,
+        "exact_ids": exact,
+    }
 
 
 def _describe(model: str | Backend | None, completions: str | Path | None) -> str | None:

@@ -71,12 +71,20 @@ class LazyBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams
     ) -> Iterator[list[tuple[int, Generation]]]:
+        return self._open().stream(prompts, params)
+
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        return self._open().loglikelihood(requests)  # type: ignore[attr-defined]
+
+    def _open(self) -> Backend:
         if self._opened is None:
             from failtune.backends.hf import HFBackend
 
             self._opened = HFBackend.load(self._spec, base=self._base, **self._options)
             self.info = self._opened.info
-        return self._opened.stream(prompts, params)
+        return self._opened
 
 
 def load_backend(

@@ -105,6 +105,63 @@ class HFBackend:
             gens.append(Generation(_cut(text, params), reason, n))
         return gens
 
+    @torch.inference_mode()
+    def loglikelihood(
+        self, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        """Yield batches of (request index, log P(continuation | context) per continuation).
+
+        Raw text, no chat template, tokenized as lm-evaluation-harness does by default: the
+        continuation's tokens are those of context+continuation past the context's. When every
+        continuation adds one token (" A".." D"), one forward pass over the context scores all.
+        """
+        jobs: list[tuple[int, int, list[int], list[int]]] = []  # request, choice, ids, targets
+        for r, (context, continuations) in enumerate(requests):
+            ctx = self.tokenizer(context).input_ids
+            wholes = [self.tokenizer(context + c).input_ids for c in continuations]
+            if all(len(w) == len(ctx) + 1 and w[: len(ctx)] == ctx for w in wholes):
+                jobs.append((r, -1, ctx, [w[-1] for w in wholes]))
+            else:
+                for c, w in enumerate(wholes):
+                    n = max(1, len(w) - _common_prefix(ctx, w))
+                    jobs.append((r, c, w[:-1], w[-n:]))
+        scores: dict[int, list[float]] = {}
+        pending = {r: len(conts) for r, (_, conts) in enumerate(requests)}
+        order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][2]))
+        for start in range(0, len(order), self.batch_size):
+            batch = [jobs[j] for j in order[start : start + self.batch_size]]
+            width = max(len(ids) for _, _, ids, _ in batch)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([i + [pad] * (width - len(i)) for _, _, i, _ in batch])
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for _, _, i, _ in batch])
+            logits = self.model(
+                input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
+            ).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            done = []
+            for row, (r, c, seq, targets) in enumerate(batch):
+                row_scores = scores.setdefault(r, [0.0] * len(requests[r][1]))
+                if c < 0:  # every continuation is one token after the context
+                    for k, t in enumerate(targets):
+                        row_scores[k] = float(logprobs[row, len(seq) - 1, t])
+                    pending[r] = 0
+                else:  # targets are the last len(targets) tokens of seq + [last target]
+                    first = len(seq) - len(targets)
+                    row_scores[c] = float(
+                        sum(logprobs[row, first + k, t] for k, t in enumerate(targets))
+                    )
+                    pending[r] -= 1
+                if pending[r] == 0:
+                    done.append((r, scores.pop(r)))
+            yield done
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
 
 class _StopRules(StoppingCriteria):
     """Per-row stop on EOS, literal stop strings or the `stop_after` regex; remembers when."""

@@ -55,5 +55,14 @@ class Task(ABC):
                 f"task {self.name!r} has no split {split!r} (it has: {', '.join(self.splits)})"
             )
 
+    def stratum(self, problem: Problem) -> str:
+        """Group a holdout split is stratified by (tasks without a train split; MMLU: subject)."""
+        return ""
+
+    def choice_requests(self, problem: Problem) -> tuple[str, list[str]] | None:
+        """(context, continuations) to score by log-likelihood instead of generating; None
+        when the task generates (the default)."""
+        return None
+
     def problem_id(self, split: str, key: int | str) -> str:
         return f"{self.name}/{split}/{key}"
