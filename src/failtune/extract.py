@@ -375,12 +375,14 @@ def extract(
     if sharding:
         args |= {"num_shards": num_shards, "shard_index": shard_index}
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
-    manifest = {"data_sha256": data_hashes(files), "started": started}
+    manifest = {
+        "data_sha256": data_hashes(files),
+        "started": started,
+        "source": _source(model, completions),  # kept in the final manifest too
+    }
     if sharding:
         manifest["sharding"] = sharding
-    write_manifest(
-        out, "extract", args, status="running", source=_source(model, completions), **manifest
-    )
+    write_manifest(out, "extract", args, status="running", **manifest)
     records = evaluate(
         problems,
         out,
