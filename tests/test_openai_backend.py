@@ -187,7 +187,7 @@ def test_wrong_key_url_and_model_are_one_sentence(llama_server: LlamaServer, tmp
     finally:
         keyed.stop()
     wrong_url = llama_server.base_url.removesuffix("/v1") + "/api"
-    with pytest.raises(FailtuneError, match="HTTP 404 .*wrong --base-url"):
+    with pytest.raises(FailtuneError, match=r"HTTP 404 .*wrong --base-url"):
         OpenAIBackend.connect(base_url=wrong_url)
     with pytest.raises(FailtuneError, match="NOPE_KEY: that environment variable is not set"):
         OpenAIBackend.connect(base_url=llama_server.base_url, api_key_env="NOPE_KEY")
