@@ -55,6 +55,14 @@ def run(server: LlamaServer, out: Path, **options) -> None:
     )
 
 
+@pytest.fixture(scope="module")
+def reference(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """One uninterrupted, unsharded run: what every other way of running must reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    run(llama_server, out)
+    return sorted(rows(out / "results.jsonl"), key=lambda r: r["id"])
+
+
 def test_extract_matches_direct_requests(llama_server: LlamaServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert (
@@ -142,10 +150,8 @@ def test_requests_run_concurrently(llama_server: LlamaServer) -> None:
 
 
 def test_killed_server_stops_cleanly_and_the_rerun_completes(
-    llama_server: LlamaServer, tmp_path: Path
+    llama_server: LlamaServer, reference: list[dict], tmp_path: Path
 ) -> None:
-    reference = tmp_path / "reference"
-    run(llama_server, reference)
     crashing = LlamaServer(llama_server.model, tmp_path / "server.log").start()
     out = tmp_path / "out"
     results = out / "results.jsonl"
@@ -171,8 +177,65 @@ def test_killed_server_stops_cleanly_and_the_rerun_completes(
     final = rows(results)
     assert final[: len(kept)] == kept  # nothing lost, nothing redone
     assert len(final) == LIMIT
-    key = lambda r: r["id"]  # noqa: E731
-    assert sorted(final, key=key) == sorted(rows(reference / "results.jsonl"), key=key)
+    assert sorted(final, key=lambda r: r["id"]) == reference
+
+
+def test_shards_through_the_server_merge_into_the_reference(
+    llama_server: LlamaServer, reference: list[dict], tmp_path: Path
+) -> None:
+    shards = [tmp_path / f"shard{i}" for i in range(2)]
+    for i, d in enumerate(shards):
+        assert (
+            main(
+                [
+                    "extract",
+                    "--backend",
+                    "openai",
+                    "--base-url",
+                    llama_server.base_url,
+                    "--model-name",
+                    MODEL_ALIAS,
+                    "--categories",
+                    "arith",
+                    "--split",
+                    SPLIT,
+                    "--limit",
+                    str(LIMIT),
+                    "--max-new-tokens",
+                    str(MAX_TOKENS),
+                    "--num-shards",
+                    "2",
+                    "--shard-index",
+                    str(i),
+                    "--output_dir",
+                    str(d),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    merged = tmp_path / "merged"
+    assert main(["merge", *map(str, shards), "--output_dir", str(merged)]) == 0
+    assert rows(merged / "results.jsonl") == [next(r for r in reference if r["id"] == p.id) for p in ARITH]
+
+
+def test_validate_through_the_server(llama_server: LlamaServer, tmp_path: Path) -> None:
+    """Base and candidate are served names; the same model on both sides ties everywhere."""
+    from failtune.validate import validate
+
+    result = validate(
+        MODEL_ALIAS,
+        MODEL_ALIAS,
+        "arith",
+        output_dir=tmp_path,
+        limit=3,
+        max_new_tokens=MAX_TOKENS,
+        backend="openai",
+        server={"base_url": llama_server.base_url},
+        show_progress=False,
+    )
+    table = result.categories["arith"]
+    assert (table["n"], table["wins"], table["losses"]) == (3, 0, 0)
 
 
 def test_wrong_key_url_and_model_are_one_sentence(llama_server: LlamaServer, tmp_path) -> None:
