@@ -90,3 +90,14 @@ def test_a_rejected_request_is_not_retried(server: str) -> None:
     with pytest.raises(FailtuneError, match=r"rejected the request \(HTTP 400\): status 400"):
         generate_all(backend(server), ["q"], GenParams())
     assert len(Scripted.bodies) == 1
+
+
+def test_a_fatal_error_mid_run_hands_back_what_finished_first(server: str) -> None:
+    Scripted.statuses = [200] * 10 + [401]
+    finished: list[int] = []
+    with pytest.raises(FailtuneError, match=r"refused the API key \(HTTP 401\)"):
+        for batch in backend(server, max_concurrency=4).stream(["q"] * 100, GenParams()):
+            finished.extend(i for i, _ in batch)
+    assert len(finished) >= 10
+    assert len(set(finished)) == len(finished)
+    assert len(Scripted.bodies) <= 11 + 4  # the queue was dropped, not sent

@@ -123,23 +123,31 @@ class OpenAIBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams
     ) -> Iterator[list[tuple[int, Generation]]]:
-        """Yield answers as they finish; on a fatal error, first yield what did finish."""
+        """Yield answers as they finish; on a fatal error, first yield what did finish.
+
+        At most twice `max_concurrency` requests are queued, so waiting stays cheap on long runs.
+        """
         cancel = threading.Event()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="failtune-openai")
+        todo = iter(enumerate(prompts))
         pending: dict[Future[Generation], int] = {}
+        failure: BaseException | None = None
         try:
-            pending = {
-                pool.submit(self._generate, p, params, cancel): i for i, p in enumerate(prompts)
-            }
-            failure: BaseException | None = None
-            while pending:
+            while True:
+                while failure is None and len(pending) < 2 * self.max_concurrency:
+                    item = next(todo, None)
+                    if item is None:
+                        break
+                    pending[pool.submit(self._generate, item[1], params, cancel)] = item[0]
+                if not pending:
+                    break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 batch = []
                 for future in finished:
                     index = pending.pop(future)
-                    if future.cancelled():
+                    error = None if future.cancelled() else future.exception()
+                    if future.cancelled() or isinstance(error, _Cancelled):
                         continue
-                    error = future.exception()
                     if error is None:
                         batch.append((index, future.result()))
                     elif failure is None:
@@ -257,10 +265,14 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
     if not tokenizer.chat_template:
         raise FailtuneError(f"{model} has no chat template; use --endpoint chat")
 
+    bos = tokenizer.bos_token or ""
+
     def render(prompt: str) -> str:
-        return tokenizer.apply_chat_template(
+        text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
+        # Servers add the model's BOS token when they tokenize a prompt; do not double it.
+        return text.removeprefix(bos) if bos else text
 
     return render
 
