@@ -55,6 +55,17 @@ def run(server: LlamaServer, out: Path, **options) -> None:
     )
 
 
+def extract_cli(server: LlamaServer, out: Path, *options: str) -> int:
+    return main(
+        [
+            "extract",
+            *("--backend", "openai", "--base-url", server.base_url, "--categories", "arith"),
+            *("--split", SPLIT, "--limit", str(LIMIT), "--max-new-tokens", str(MAX_TOKENS)),
+            *("--output_dir", str(out), "--no-progress", *options),
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def reference(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """One uninterrupted, unsharded run: what every other way of running must reproduce."""
@@ -65,31 +76,8 @@ def reference(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactor
 
 def test_extract_matches_direct_requests(llama_server: LlamaServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "extract",
-                "--backend",
-                "openai",
-                "--base-url",
-                llama_server.base_url,  # no model name: the only one the server lists
-                "--categories",
-                "arith",
-                "--split",
-                SPLIT,
-                "--limit",
-                str(LIMIT),
-                "--max-new-tokens",
-                str(MAX_TOKENS),
-                "--max-concurrency",
-                "3",
-                "--output_dir",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    # no --model-name: the only model the server lists
+    assert extract_cli(llama_server, out, "--max-concurrency", "3") == 0
     records = {r["id"]: r for r in rows(out / "results.jsonl")}
     assert len(records) == LIMIT
     for problem in ARITH:
@@ -185,35 +173,8 @@ def test_shards_through_the_server_merge_into_the_reference(
 ) -> None:
     shards = [tmp_path / f"shard{i}" for i in range(2)]
     for i, d in enumerate(shards):
-        assert (
-            main(
-                [
-                    "extract",
-                    "--backend",
-                    "openai",
-                    "--base-url",
-                    llama_server.base_url,
-                    "--model-name",
-                    MODEL_ALIAS,
-                    "--categories",
-                    "arith",
-                    "--split",
-                    SPLIT,
-                    "--limit",
-                    str(LIMIT),
-                    "--max-new-tokens",
-                    str(MAX_TOKENS),
-                    "--num-shards",
-                    "2",
-                    "--shard-index",
-                    str(i),
-                    "--output_dir",
-                    str(d),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
+        options = ("--model-name", MODEL_ALIAS, "--num-shards", "2", "--shard-index", str(i))
+        assert extract_cli(llama_server, d, *options) == 0
     merged = tmp_path / "merged"
     assert main(["merge", *map(str, shards), "--output_dir", str(merged)]) == 0
     by_id = {r["id"]: r for r in reference}
