@@ -107,7 +107,10 @@ def _shard_manifest(d: Path) -> dict[str, Any]:
     path = d / "manifest.json"
     if not path.is_file():
         raise FailtuneError(f"{d} holds no manifest.json: not the output folder of an extract")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise FailtuneError(f"{path} is not valid JSON: was the shard's folder edited?") from None
     if manifest.get("step") != "extract" or "sharding" not in manifest:
         raise FailtuneError(f"{d} is not a shard (made without --num-shards); nothing to merge")
     return manifest
