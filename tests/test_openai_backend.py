@@ -18,7 +18,7 @@ from failtune.extract import extract, load_problems
 
 pytestmark = pytest.mark.model
 
-SPLIT, LIMIT, MAX_TOKENS = "test", 6, 48
+SPLIT, LIMIT, MAX_TOKENS = "test", 5, 32
 ARITH = [p for _, p in load_problems("arith", SPLIT, LIMIT)]
 STOP_AFTER = load_problems("arith", SPLIT, 1)[0][0].stop_after
 
@@ -104,14 +104,22 @@ def test_stop_strings_and_completions_endpoint(llama_server: LlamaServer) -> Non
         answer = direct(llama_server, prompt, stop=["\n"])
         assert gen.text == answer["choices"][0]["message"]["content"].strip()
         assert "\n" not in gen.text
-    # failtune renders the chat template itself: the same tokens, so the same greedy answers
+    # completions: failtune renders the prompt with the model's chat template
     plain = OpenAIBackend.connect(
         MODEL_ALIAS,
         base_url=llama_server.base_url,
         endpoint="completions",
         chat_template_from="builtin:smollm2",
     )
-    assert [g.text for g in generate_all(plain, prompts, params)] == [g.text for g in got]
+    assert plain.render is not None
+    rendered = plain.render(prompts[0])
+    assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")
+    [gen] = generate_all(plain, prompts[:1], params)
+    body = {"model": MODEL_ALIAS, "prompt": rendered, "max_tokens": MAX_TOKENS, "stop": ["\n"]}
+    answer = llama_server.post("/completions", {**body, "temperature": 0.0, "seed": 0})
+    assert gen.text == answer["choices"][0]["text"].strip()
+    assert gen.text  # the template was understood: an answer, not an echo of markup
+    assert "<|im" not in gen.text
 
 
 def test_requests_run_concurrently(llama_server: LlamaServer) -> None:
