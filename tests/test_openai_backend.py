@@ -115,8 +115,9 @@ def test_stop_strings_and_completions_endpoint(llama_server: LlamaServer) -> Non
     rendered = plain.render(prompts[0])
     assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")
     [gen] = generate_all(plain, prompts[:1], params)
-    body = {"model": MODEL_ALIAS, "prompt": rendered, "max_tokens": MAX_TOKENS, "stop": ["\n"]}
-    answer = llama_server.post("/completions", {**body, "temperature": 0.0, "seed": 0})
+    greedy = {"temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ["\n"]}
+    body = {"model": MODEL_ALIAS, "prompt": rendered, "max_tokens": MAX_TOKENS, **greedy}
+    answer = llama_server.post("/completions", body)
     assert gen.text == answer["choices"][0]["text"].strip()
     assert gen.text  # the template was understood: an answer, not an echo of markup
     assert "<|im" not in gen.text
