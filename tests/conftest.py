@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from servers import HAS_LLAMA_CPP, LlamaServer
 
 from failtune.backends import BackendInfo, Generation, GenParams
 
@@ -66,6 +67,28 @@ def smollm2_backend():
     from failtune.backends.hf import HFBackend
 
     return HFBackend.load("builtin:smollm2", batch_size=16)
+
+
+def require_llama_cpp() -> None:
+    """The real OpenAI-compatible server; `bash scripts/setup.sh --test` installs it."""
+    _require_smollm2()
+    if not HAS_LLAMA_CPP:
+        message = "llama.cpp server missing: pip install 'llama-cpp-python[server]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2 on a free 127.0.0.1 port."""
+    require_llama_cpp()
+    from failtune.models import smollm2_gguf
+
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    server = LlamaServer(smollm2_gguf(), log).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

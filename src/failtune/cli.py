@@ -56,10 +56,12 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
     _flag(
         p,
         "backend",
-        choices=["auto", "hf"],
+        choices=["auto", "hf", "openai"],
         default="auto",
-        help="generation engine (default auto: transformers)",
+        help="generation engine (default auto: transformers); openai: an OpenAI-compatible "
+        "server at --base-url, the model argument being the name it serves",
     )
+    _server_flags(p)
     _flag(
         p,
         "dtype",
@@ -153,6 +155,56 @@ def _task_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of --backend openai (vLLM serve, SGLang, llama.cpp, Ollama, hosted APIs)."""
+    g = p.add_argument_group("OpenAI-compatible server (--backend openai)")
+    _flag(g, "base_url", help="server address, e.g. http://127.0.0.1:8000/v1")
+    _flag(
+        g,
+        "api_key_env",
+        default=None,
+        metavar="NAME",
+        help="environment variable holding the API key (default OPENAI_API_KEY; a local "
+        "server needs none)",
+    )
+    _flag(
+        g,
+        "endpoint",
+        choices=["chat", "completions"],
+        default="chat",
+        help="chat (default: the server applies the chat template) or completions (failtune "
+        "renders the prompt with --chat-template-from)",
+    )
+    _flag(
+        g,
+        "chat_template_from",
+        metavar="MODEL",
+        help="the served model as a folder, hub id or .gguf file, for --endpoint completions",
+    )
+    _flag(
+        g,
+        "max_concurrency",
+        type=_positive_int,
+        default=8,
+        help="requests in flight at once (default 8)",
+    )
+    _flag(g, "timeout", type=float, default=600.0, help="seconds per request (default 600)")
+    _flag(
+        g,
+        "max_retries",
+        type=int,
+        default=6,
+        help="retries of a request on 429, 5xx, timeouts and lost connections, with "
+        "exponential backoff (default 6)",
+    )
+
+
+def _server_options(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("base_url", "api_key_env", "endpoint", "chat_template_from", "max_concurrency")
+    options = {k: getattr(args, k) for k in (*keys, "timeout", "max_retries")}
+    return {**options, "seed": args.seed}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failtune",
@@ -174,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         ex,
         "model_path",
+        "model_name",
         help="hub id, local folder, .gguf file, LoRA adapter folder, "
-        "or builtin:smollm2 (the embedded demo model)",
+        "or builtin:smollm2 (the embedded demo model); with --backend openai, the name the "
+        "server knows the model by (default: the only one it serves)",
     )
     _flag(ex, "output_dir", required=True, help="folder for results and training files")
     _flag(
@@ -202,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
         "then cannot serve for validation)",
     )
     _generation_flags(ex)
+    _flag(
+        ex,
+        "num_shards",
+        type=_positive_int,
+        default=1,
+        help="split the run into N shards (problem p goes to shard p mod N); "
+        "join them with failtune merge",
+    )
+    _flag(ex, "shard_index", type=int, default=0, help="which shard this run is (0 … N-1)")
+
+    me = sub.add_parser(
+        "merge",
+        epilog=EPILOG,
+        help="join the output folders of a sharded extract",
+        description="Check that the shards of one extract (--num-shards) are all there, "
+        "finished, disjoint and made by the same model on the same problems, then write "
+        "results.jsonl, <category>_training_ready.jsonl and manifest.json exactly as one "
+        "unsharded run would.",
+    )
+    me.add_argument("shard_dirs", nargs="+", metavar="DIR", help="output folders of the shards")
+    _flag(me, "output_dir", required=True, help="folder for the merged results")
 
     tr = sub.add_parser(
         "train",
@@ -439,8 +514,16 @@ def run(args: argparse.Namespace) -> int:
             task_options=_task_options(args),
             holdout_fraction=args.holdout_fraction,
             show_progress=args.progress,
+            server=_server_options(args),
+            num_shards=args.num_shards,
+            shard_index=args.shard_index,
         )
         report.print_extract(result)
+        return 0
+    if args.command == "merge":
+        from failtune.merge import merge
+
+        report.print_extract(merge(args.shard_dirs, args.output_dir))
         return 0
     if args.command == "train":
         from failtune.train import train
@@ -497,6 +580,7 @@ def run(args: argparse.Namespace) -> int:
             train_data=args.train_data,
             allow_overlap=args.allow_overlap,
             show_progress=args.progress,
+            server=_server_options(args),
         )
         report.print_validation(result)
         return 0 if result.passed else 1

@@ -74,6 +74,35 @@ def load_problems(
     return pairs
 
 
+SHARD_RULE = "position % num_shards == shard_index, positions in the full problem list"
+
+
+def shard_record(total: int, num_shards: int, shard_index: int) -> dict[str, Any] | None:
+    """Check the shard flags; what the manifest records so `failtune merge` can check shards."""
+    if num_shards < 1:
+        raise FailtuneError("--num-shards must be at least 1")
+    if not 0 <= shard_index < num_shards:
+        raise FailtuneError(
+            f"--shard-index must be between 0 and {num_shards - 1} for --num-shards {num_shards}"
+        )
+    if num_shards == 1:
+        return None
+    return {
+        "num_shards": num_shards,
+        "shard_index": shard_index,
+        "rule": SHARD_RULE,
+        "problems_total": total,
+        "problems_in_shard": len(range(shard_index, total, num_shards)),
+    }
+
+
+def select_shard(
+    problems: list[tuple[Task, Problem]], num_shards: int, shard_index: int
+) -> list[tuple[Task, Problem]]:
+    """Every num_shards-th problem: shards are disjoint, together complete, and balanced."""
+    return problems[shard_index::num_shards]
+
+
 def read_completions(
     path: Path, task_options: TaskOptions | None = None
 ) -> tuple[dict[str, Completion], list[tuple[Task, Problem]]]:
@@ -314,15 +343,23 @@ def extract(
     holdout_fraction: float = DEFAULT_FRACTION,
     model: Backend | None = None,
     show_progress: bool = True,
+    server: Mapping[str, Any] | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> ExtractResult:
     """Run a model (or read `completions`) over a benchmark split and keep its failures.
 
-    Pass an already opened backend as `model` to reuse loaded weights across calls.
+    Pass an already opened backend as `model` to reuse loaded weights across calls; `server`
+    holds the options of `backend="openai"`. With `num_shards`, only every num_shards-th
+    problem from `shard_index` on is run; `failtune merge` joins the shards.
     """
     started, t0 = now(), time.perf_counter()
     out = Path(output_dir)
     given: Mapping[str, Completion] | None = None
+    sharding = None
     if completions is not None:
+        if num_shards != 1:
+            raise FailtuneError("--num-shards splits a model run, not a completions file")
         given, problems = read_completions(Path(completions), task_options)
         if categories:
             keep = {
@@ -334,11 +371,18 @@ def extract(
             problems = [(t, p) for t, p in problems if t.name in keep]
     else:
         problems = load_problems(categories or "math", split, limit, task_options, holdout_fraction)
+        sharding = shard_record(len(problems), num_shards, shard_index)
+        problems = select_shard(problems, num_shards, shard_index)
         if model is None:
-            if not model_path:
+            if not model_path and backend != "openai":
                 raise FailtuneError("give --model_path, or --completions to grade existing outputs")
             model = load_backend(
-                model_path, backend=backend, dtype=dtype, device=device, batch_size=batch_size
+                model_path or "",
+                backend=backend,
+                dtype=dtype,
+                device=device,
+                batch_size=batch_size,
+                server=server,
             )
     if not problems:
         raise FailtuneError("no problems to grade")
@@ -355,6 +399,8 @@ def extract(
         "task_options": task_options,
         "holdout_fraction": holdout_fraction,
     }
+    if sharding:
+        args |= {"num_shards": num_shards, "shard_index": shard_index}
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
     splits_read: dict[str, set[str]] = {}
     for t, p in problems:
@@ -365,16 +411,18 @@ def extract(
         "problem_splits": {name: sorted(s) for name, s in splits_read.items()},
         "holdout": holdouts(problems, holdout_fraction),
         "started": started,
+        "source": _source(model, completions),  # kept in the final manifest too
     }
-    write_manifest(
-        out, "extract", args, status="running", source=_source(model, completions), **manifest
-    )
+    if sharding:
+        manifest["sharding"] = sharding
+    write_manifest(out, "extract", args, status="running", **manifest)
     records = evaluate(
         problems,
         out,
         backend=model,
         completions=given,
         max_new_tokens=max_new_tokens,
+        stop=stop,
         resume=resume,
         show_progress=show_progress,
         label="extract",

@@ -181,6 +181,7 @@ def validate(
     train_data: str | None = None,
     allow_overlap: bool = False,
     show_progress: bool = True,
+    server: Mapping[str, Any] | None = None,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
@@ -233,6 +234,7 @@ def validate(
                     device=device,
                     batch_size=batch_size,
                     base=base if isinstance(base, str) else None,
+                    server=server,
                 )
             )
             records = evaluate(

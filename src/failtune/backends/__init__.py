@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +45,19 @@ class Backend(Protocol):
         ...
 
 
+def apply_stop_rules(text: str, params: GenParams) -> str:
+    """Cut decoded text before a stop string and after a `stop_after` match, then strip it."""
+    for s in params.stop:
+        pos = text.find(s)
+        if pos >= 0:
+            text = text[:pos]
+    if params.stop_after:
+        m = re.search(params.stop_after, text)
+        if m:
+            text = text[: m.end()]
+    return text.strip()
+
+
 def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) -> list[Generation]:
     out: list[Generation | None] = [None] * len(prompts)
     for batch in backend.stream(prompts, params):
@@ -52,7 +66,7 @@ def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) ->
     return [g for g in out if g is not None]
 
 
-BACKENDS = ("auto", "hf")
+BACKENDS = ("auto", "hf", "openai")
 
 
 class LazyBackend:
@@ -95,8 +109,17 @@ def load_backend(
     device: str = "auto",
     batch_size: int = 32,
     base: str | None = None,
+    server: Mapping[str, Any] | None = None,
 ) -> Backend:
-    """Open a model for generation; `auto` is the transformers backend in this release."""
+    """Open a model for generation; `auto` is the transformers backend in this release.
+
+    For `openai`, `model` is the name the server knows the model by (optional when it serves
+    only one) and `server` holds the other options of backends.openai.OpenAIBackend.connect.
+    """
     if backend not in BACKENDS:
         raise FailtuneError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
+    if backend == "openai":
+        from failtune.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.connect(model or None, **(server or {}))
     return LazyBackend(model, base=base, dtype=dtype, device=device, batch_size=batch_size)

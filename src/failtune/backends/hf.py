@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from failtune.backends import BackendInfo, Generation, GenParams
+from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
 from failtune.errors import FailtuneError
 from failtune.models import load_model, load_tokenizer, resolve_model
 
@@ -102,7 +102,7 @@ class HFBackend:
         for row, seq in enumerate(out[:, prompt_len:].tolist()):
             n, reason = stopper.finished.get(row, (len(seq), "length"))
             text = self.tokenizer.decode(seq[:n], skip_special_tokens=True)
-            gens.append(Generation(_cut(text, params), reason, n))
+            gens.append(Generation(apply_stop_rules(text, params), reason, n))
         return gens
 
     @torch.inference_mode()
@@ -196,19 +196,6 @@ class _StopRules(StoppingCriteria):
         if any(s in text for s in self.stop):
             return True
         return bool(self.after and self.after.search(text))
-
-
-def _cut(text: str, params: GenParams) -> str:
-    """Apply the stop rules to decoded text: cut before a stop string, after a stop_after match."""
-    for s in params.stop:
-        pos = text.find(s)
-        if pos >= 0:
-            text = text[:pos]
-    if params.stop_after:
-        m = re.search(params.stop_after, text)
-        if m:
-            text = text[: m.end()]
-    return text.strip()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -1,0 +1,296 @@
+"""OpenAI-compatible server backend (vLLM serve, SGLang, llama.cpp, Ollama, hosted APIs).
+
+Requests run concurrently in threads; each finished answer is handed back at once so extract
+appends it to results.jsonl, and a server that dies mid-run costs only the requests in flight.
+Transient failures (429, 5xx, refused or dropped connections, timeouts) are retried with
+exponential backoff and jitter; a wrong key, model or URL stops the run with one sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import openai
+
+from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.errors import FailtuneError
+
+ENDPOINTS = ("chat", "completions")
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+_RETRY_STATUS = (408, 409, 429)  # plus every 5xx
+
+
+class ServerError(FailtuneError):
+    """The server kept failing after every retry; what finished before is saved."""
+
+
+class OpenAIBackend:
+    """Greedy generation through `/v1/chat/completions` or `/v1/completions`."""
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model_name: str,
+        *,
+        endpoint: str = "chat",
+        render: Callable[[str], str] | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if endpoint not in ENDPOINTS:
+            raise FailtuneError(f"unknown endpoint {endpoint!r} (choose from: chat, completions)")
+        if endpoint == "completions" and render is None:
+            raise FailtuneError(
+                "--endpoint completions needs the model's chat template: give --chat-template-from "
+                "(the served model as a folder, hub id or .gguf file), or use --endpoint chat"
+            )
+        if max_concurrency < 1:
+            raise FailtuneError("--max-concurrency must be at least 1")
+        self.client, self.model_name, self.endpoint = client, model_name, endpoint
+        self.render = render
+        self.max_concurrency, self.max_retries, self.backoff = max_concurrency, max_retries, backoff
+        self.seed = seed
+        self.info = BackendInfo(
+            backend="openai",
+            model=model_name,
+            details={
+                "base_url": str(client.base_url),
+                "endpoint": endpoint,
+                "max_concurrency": max_concurrency,
+                "seed": seed,
+            },
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        model_name: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        endpoint: str = "chat",
+        chat_template_from: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 600.0,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        seed: int = 0,
+    ) -> OpenAIBackend:
+        """Make a client; ask the server for its model when `model_name` is not given."""
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise FailtuneError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+        client = openai.OpenAI(
+            base_url=base_url,
+            api_key=_api_key(api_key_env),
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
+            max_retries=0,  # retried here, so a dead server ends in one clear sentence
+        )
+        render = _template_renderer(chat_template_from) if endpoint == "completions" else None
+        backend = cls(
+            client,
+            model_name or "",
+            endpoint=endpoint,
+            render=render,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            backoff=backoff,
+            seed=seed,
+        )
+        if not model_name:
+            backend.model_name = backend.info.model = backend._only_model()
+        return backend
+
+    def _only_model(self) -> str:
+        """The model the server serves, when it serves exactly one."""
+        page = self._call(self.client.models.list, threading.Event())
+        names = [m.id for m in page.data]
+        if len(names) != 1:
+            listed = ", ".join(names) or "none"
+            raise FailtuneError(
+                f"the server at {self.client.base_url} serves {len(names)} models ({listed}); "
+                "choose one with --model-name"
+            )
+        return names[0]
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        """Yield answers as they finish; on a fatal error, first yield what did finish.
+
+        At most twice `max_concurrency` requests are queued, so waiting stays cheap on long runs.
+        """
+        cancel = threading.Event()
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="failtune-openai")
+        todo = iter(enumerate(prompts))
+        pending: dict[Future[Generation], int] = {}
+        failure: BaseException | None = None
+        try:
+            while True:
+                while failure is None and len(pending) < 2 * self.max_concurrency:
+                    item = next(todo, None)
+                    if item is None:
+                        break
+                    pending[pool.submit(self._generate, item[1], params, cancel)] = item[0]
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                batch = []
+                for future in finished:
+                    index = pending.pop(future)
+                    error = None if future.cancelled() else future.exception()
+                    if future.cancelled() or isinstance(error, _Cancelled):
+                        continue
+                    if error is None:
+                        batch.append((index, future.result()))
+                    elif failure is None:
+                        failure = error
+                        cancel.set()  # stop queued work and retry loops; keep what finishes
+                        for queued in pending:
+                            queued.cancel()
+                if batch:
+                    yield batch
+            if failure is not None:
+                raise failure
+        finally:
+            cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            if pending:  # interrupted: drop requests in flight instead of waiting for them
+                self.client.close()
+
+    def _generate(self, prompt: str, params: GenParams, cancel: threading.Event) -> Generation:
+        if cancel.is_set():
+            raise _Cancelled
+        common: dict[str, Any] = {
+            "model": self.model_name,
+            "max_tokens": params.max_new_tokens,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "seed": self.seed,
+        }
+        if params.stop:
+            common["stop"] = list(params.stop)
+        if self.endpoint == "chat":
+            messages = [{"role": "user", "content": prompt}]
+            response = self._call(
+                lambda: self.client.chat.completions.create(messages=messages, **common), cancel
+            )
+            choice = response.choices[0]
+            text = choice.message.content or ""
+        else:
+            assert self.render is not None
+            rendered = self.render(prompt)
+            response = self._call(
+                lambda: self.client.completions.create(prompt=rendered, **common), cancel
+            )
+            choice = response.choices[0]
+            text = choice.text
+        tokens = response.usage.completion_tokens if response.usage else None
+        return finish(text, choice.finish_reason, tokens, params)
+
+    def _call(self, request: Callable[[], Any], cancel: threading.Event) -> Any:
+        """Run one request, retrying transient failures with exponential backoff and jitter."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return request()
+            except openai.APIStatusError as e:
+                if e.status_code in (401, 403):
+                    raise FailtuneError(
+                        f"the server at {self.client.base_url} refused the API key "
+                        f"(HTTP {e.status_code}); set it with --api-key-env NAME"
+                    ) from None
+                if e.status_code == 404:
+                    raise FailtuneError(
+                        f"HTTP 404 from {e.request.url}: wrong --base-url (it usually ends in "
+                        f"/v1) or a model the server does not serve ({self.model_name!r})"
+                    ) from None
+                if e.status_code not in _RETRY_STATUS and e.status_code < 500:
+                    raise FailtuneError(
+                        f"the server rejected the request (HTTP {e.status_code}): {_message(e)}"
+                    ) from None
+                error: Exception = e
+            except openai.APIConnectionError as e:
+                error = e
+            if attempt == self.max_retries or cancel.wait(self._delay(attempt)):
+                if cancel.is_set():
+                    raise _Cancelled from None
+                raise ServerError(
+                    f"the server at {self.client.base_url} failed {attempt + 1} times "
+                    f"({_describe(error)}); everything finished so far is saved, "
+                    "rerun to resume"
+                ) from None
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int) -> float:
+        """Exponential backoff with full jitter, capped at a minute."""
+        return random.uniform(0.5, 1.0) * min(60.0, self.backoff * 2**attempt)
+
+
+class _Cancelled(Exception):
+    """A request abandoned because another one already failed for good."""
+
+
+def finish(text: str, reason: str | None, tokens: int | None, params: GenParams) -> Generation:
+    """Apply the stop rules client-side: servers know stop strings but not `stop_after` regexes.
+
+    A cut makes the finish reason "stop"; the token count stays what the server generated.
+    """
+    cut = apply_stop_rules(text, params)
+    if cut != text.strip():
+        reason = "stop"
+    return Generation(cut, "length" if reason == "length" else "stop", tokens or 0)
+
+
+def _api_key(env_name: str | None) -> str:
+    """The key from the named variable; a local server needs none, so the default may be unset."""
+    if env_name and env_name != DEFAULT_KEY_ENV and env_name not in os.environ:
+        raise FailtuneError(f"--api-key-env {env_name}: that environment variable is not set")
+    return os.environ.get(env_name or DEFAULT_KEY_ENV) or "no-key"
+
+
+def _template_renderer(model: str | None) -> Callable[[str], str] | None:
+    """Render prompts with the served model's own chat template for the completions endpoint."""
+    if not model:
+        return None
+    from failtune.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(model))
+    if not tokenizer.chat_template:
+        raise FailtuneError(f"{model} has no chat template; use --endpoint chat")
+
+    bos = tokenizer.bos_token or ""
+
+    def render(prompt: str) -> str:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        # Servers add the model's BOS token when they tokenize a prompt; do not double it.
+        return text.removeprefix(bos) if bos else text
+
+    return render
+
+
+def _message(e: openai.APIStatusError) -> str:
+    body = e.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    return e.message
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, openai.APIStatusError):
+        return f"last: HTTP {error.status_code}"
+    if isinstance(error, openai.APITimeoutError):
+        return "last: request timed out"
+    return "last: cannot connect"

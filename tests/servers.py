@@ -1,0 +1,117 @@
+"""Real OpenAI-compatible servers for tests: llama-cpp-python's server on 127.0.0.1.
+
+A server runs in its own process group, so stopping it (or killing it to simulate a crash)
+takes every process it started with it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
+MODEL_ALIAS = "smollm2"  # the name the server lists in /v1/models and answers to
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaServer:
+    """`python -m llama_cpp.server` serving one GGUF model; restartable on the same port."""
+
+    def __init__(
+        self, model: Path, log: Path, *, api_key: str | None = None, port: int | None = None
+    ) -> None:
+        self.model, self.log, self.api_key = model, log, api_key
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 180.0) -> LlamaServer:
+        command = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model),
+            "--model_alias",
+            MODEL_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            "2",
+            "--verbose",
+            "False",
+        ]
+        if self.api_key:
+            command += ["--api_key", self.api_key]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited at start:\n{self._log_tail()}")
+            try:
+                self.get("/models")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"llama.cpp server silent for {timeout:.0f} s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate the process group; kill it if it does not exit within 10 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an out-of-memory kill would end the server."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def get(self, path: str) -> Any:
+        return self._request(urllib.request.Request(self.base_url + path, headers=self._auth()))
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """A request made directly, without failtune, to compare its answers against."""
+        headers = {"Content-Type": "application/json", **self._auth()}
+        data = json.dumps(body).encode()
+        return self._request(urllib.request.Request(self.base_url + path, data, headers))
+
+    def _request(self, request: urllib.request.Request) -> Any:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.loads(response.read())
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
