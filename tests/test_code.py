@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from failtune.cli import main
 from failtune.extract import reason_kind
 from failtune.grading.code import build_program, extract_code
 from failtune.tasks import CATEGORIES, MBPP, HumanEval, parse_categories, tasks_for
+from failtune.tasks.code import CODE_STOP_AFTER
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +204,13 @@ def test_cli_extract_and_validate_code_from_completions(
     )
     table = json.loads((val / "validation.json").read_text())["categories"]["code"]
     assert code == 0 and (table["wins"], table["losses"], table["ties_correct"]) == (1, 0, 1)
+
+
+def test_generation_stops_at_the_closing_fence_even_for_long_blocks() -> None:
+    """Backends check only the text's tail, so the rule must not need the opening fence."""
+    long_block = "```python\n" + "x = 1\n" * 200 + "```\n\nThis sets x."
+    tail = long_block[-40:]
+    assert re.search(CODE_STOP_AFTER, tail)
+    assert not re.search(CODE_STOP_AFTER, "Here it is:\n```python\ndef f(")
+    m = re.search(CODE_STOP_AFTER, long_block)
+    assert m and extract_code(long_block[: m.end()]) == "x = 1\n" * 199 + "x = 1"

@@ -136,20 +136,20 @@ def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
     result = extract(
         output_dir=tmp_path,
         categories="code",
-        limit=4,
-        max_new_tokens=160,
+        limit=3,
+        max_new_tokens=96,
         model=smollm2_backend,
         task_options={"mbpp": {"workers": 2}},
         show_progress=False,
     )
     records = result.records
-    assert [r["id"] for r in records] == [f"mbpp/prompt/{i}" for i in range(1, 5)]
+    assert [r["id"] for r in records] == [f"mbpp/prompt/{i}" for i in range(1, 4)]
     reasons = ("passed", "no_code", "syntax_error", "timeout", "memory", "exited_early", "killed")
     for r in records:
         assert r["reason"].startswith((*reasons, "runtime_error:", "assertion_failed:"))
         assert r["correct"] == (r["reason"] == "passed")
     training = lines(tmp_path / "code_training_ready.jsonl")
-    assert len(training) == 4 - result.summary["code"]["correct"]
+    assert len(training) == 3 - result.summary["code"]["correct"]
     assert all(t["output"].startswith("```python\n") for t in training)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["problem_splits"] == {"mbpp": ["prompt"]}

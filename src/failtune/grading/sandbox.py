@@ -404,15 +404,20 @@ def _run_one(request: dict, isolation: dict) -> dict:
     pidfd = os.pidfd_open(pid)
     deadline = started + request["limits"]["timeout"]
     chunks, status, timed_out = [], None, False
+    watched = [read_fd, pidfd]
     while status is None:
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select([read_fd, pidfd], [], [], left)
-        if read_fd in ready and sum(map(len, chunks)) < _MAX_REPLY:
+        ready, _, _ = select.select(watched, [], [], left)
+        if read_fd in ready:
             with contextlib.suppress(BlockingIOError):
-                chunks.append(os.read(read_fd, 1 << 16))
+                data = os.read(read_fd, 1 << 16)
+                if not data:  # every writer closed it: only the exit is left to wait for
+                    watched.remove(read_fd)
+                elif sum(map(len, chunks)) < _MAX_REPLY:  # a flood is read and dropped
+                    chunks.append(data)
         if pidfd in ready:
             status = os.waitpid(pid, 0)[1]
     with contextlib.suppress(BlockingIOError, OSError):

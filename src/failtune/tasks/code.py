@@ -16,8 +16,9 @@ from failtune.grading.sandbox import Limits
 from failtune.tasks.base import Problem, Task
 
 CODE_FORMAT = "Reply with the complete Python code in a ```python code block."
-# Stop once the first code block is closed: nothing after it is graded.
-CODE_STOP_AFTER = r"```[^\n]*\n[\s\S]*?\n```"
+# Stop once a code block is closed (a bare fence line; the prompt asks for a ```python opening).
+# Generation checks only the last few dozen tokens, so the rule must be local to the fence.
+CODE_STOP_AFTER = r"\n```[ \t]*\n"
 
 
 def fenced(code: str) -> str:
