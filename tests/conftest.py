@@ -73,7 +73,7 @@ def require_llama_cpp() -> None:
     """The real OpenAI-compatible server; `bash scripts/setup.sh --test` installs it."""
     _require_smollm2()
     if not HAS_LLAMA_CPP:
-        message = "llama.cpp server missing: pip install 'llama-cpp-python[server]'"
+        message = "llama.cpp server missing: run bash scripts/setup.sh --test"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -114,7 +114,9 @@ def test_stop_strings_and_completions_endpoint(llama_server: LlamaServer) -> Non
     assert plain.render is not None
     rendered = plain.render(prompts[0])
     assert rendered.startswith("<|im_start|>") and rendered.endswith("<|im_start|>assistant\n")
-    [gen] = generate_all(plain, prompts[:1], params)
+    same = generate_all(plain, prompts, params)
+    assert [g.text for g in same] == [g.text for g in got]  # same template, same greedy answers
+    gen = same[0]
     greedy = {"temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ["\n"]}
     body = {"model": MODEL_ALIAS, "prompt": rendered, "max_tokens": MAX_TOKENS, **greedy}
     answer = llama_server.post("/completions", body)

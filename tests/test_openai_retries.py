@@ -100,4 +100,4 @@ def test_a_fatal_error_mid_run_hands_back_what_finished_first(server: str) -> No
             finished.extend(i for i, _ in batch)
     assert len(finished) >= 10
     assert len(set(finished)) == len(finished)
-    assert len(Scripted.bodies) <= 11 + 4  # the queue was dropped, not sent
+    assert len(Scripted.bodies) <= 11 + 2 * 4  # at most the queue already taken: not all 100

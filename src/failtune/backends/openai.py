@@ -265,13 +265,17 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
     if not tokenizer.chat_template:
         raise FailtuneError(f"{model} has no chat template; use --endpoint chat")
 
-    bos = tokenizer.bos_token or ""
+    # Servers tokenize a prompt as the model's tokenizer does: if that adds BOS, the template's
+    # own BOS must go, or it is doubled.
+    adds_bos = tokenizer.bos_token_id is not None and tokenizer("a").input_ids[:1] == [
+        tokenizer.bos_token_id
+    ]
+    bos = tokenizer.bos_token if adds_bos else ""
 
     def render(prompt: str) -> str:
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-        # Servers add the model's BOS token when they tokenize a prompt; do not double it.
         return text.removeprefix(bos) if bos else text
 
     return render
