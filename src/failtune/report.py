@@ -10,6 +10,7 @@ from failtune.console import out
 
 if TYPE_CHECKING:
     from failtune.extract import ExtractResult
+    from failtune.pipeline import RunResult
     from failtune.train import TrainResult
     from failtune.validate import ValidationResult
 
@@ -94,3 +95,22 @@ def print_validation(result: ValidationResult) -> None:
     for g in result.gates:
         mark = "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]"
         out.print(f"gate {g['expr']}: {mark} (value {g['value']:.4g})")
+
+
+def print_run_validation(result: RunResult) -> None:
+    """The last round's paired table, read back from its validation.json."""
+    import json
+
+    from failtune.validate import ValidationResult
+
+    if result.final_validation is None:
+        return
+    data = json.loads(result.final_validation.read_text())
+    print_validation(
+        ValidationResult(
+            result.final_validation.parent,
+            data["categories"],
+            data["gates"],
+            data.get("unpaired_ids", 0),
+        )
+    )
