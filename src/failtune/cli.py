@@ -422,7 +422,6 @@ def run(args: argparse.Namespace) -> int:
             resolve_config,
             run_pipeline,
         )
-        from failtune.report_files import write_report
 
         overrides = dict(parse_override(text) for text in args.set)
         for key in ("output_dir", "model", "rounds", "seed"):
@@ -433,13 +432,11 @@ def run(args: argparse.Namespace) -> int:
         result = run_pipeline(config, show_progress=args.progress)
         report.print_run_validation(result)
         print_run(result)
-        paths = write_report(result.output_dir)
+        paths = report.write_report(result.output_dir)
         print(f"report: {', '.join(str(p) for p in paths)}")
         return 0 if result.passed else 1
     if args.command == "report":
-        from failtune.report_files import write_report
-
-        paths = write_report(
+        paths = report.write_report(
             args.dir, gpu_hourly_usd=args.gpu_hourly_usd, api_usd_per_mtok=args.api_usd_per_mtok
         )
         print(f"report: {', '.join(str(p) for p in paths)}")
