@@ -93,7 +93,7 @@ def test_training_resumed_from_a_checkpoint_ends_with_the_same_adapter(
     shutil.copytree(tmp_path / "whole", partial)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         (partial / name).unlink()
-    steps = sorted(int(p.name.split("-")[1]) for p in (partial / "checkpoints").iterdir())
+    steps = sorted(int(p.name[11:]) for p in (partial / "checkpoints").glob("checkpoint-*"))
     newest = partial / "checkpoints" / f"checkpoint-{steps[-1]}"
     (newest / "trainer_state.json").write_text('{"half')  # killed while saving
     assert last_complete_checkpoint(partial / "checkpoints") == (
