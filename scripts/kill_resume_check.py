@@ -91,7 +91,9 @@ def main() -> int:
         step = running_step(killed)
         proc.send_signal(sig)
         code = proc.wait()
-        print(f"kill {k + 1}: {sig.name} after {delay:.0f} s during {step} (exit {code})", flush=True)
+        print(
+            f"kill {k + 1}: {sig.name} after {delay:.0f} s during {step} (exit {code})", flush=True
+        )
         kills.append(
             {"after_seconds": round(delay, 1), "signal": sig.name, "step": step, "exit": code}
         )

@@ -37,7 +37,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def wtl_bars(tables: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Stacked win/tie/loss shares per category."""
     cats = list(tables)
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(cats)))
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.5 * len(cats)))
     left = [0.0] * len(cats)
     for key, color, label in (("wins", WIN, "win"), ("ties", TIE, "tie"), ("losses", LOSS, "loss")):
         shares = [tables[c][key] / tables[c]["n"] for c in cats]

@@ -386,16 +386,15 @@ def _forgetting(
         for cat, s in tables.items()
         if cat != "overall"
     ]
-    untrained = [r for r in rows if r[1] == "no"]
-    doc.para(
-        "Categories validated but not trained on show whether the tuning cost skills elsewhere."
-        + (
-            ""
-            if untrained
-            else " Every validated category here was trained on, so this run does "
-            "not measure forgetting; validate on more categories to see it."
+    note = "Categories validated but not trained on show whether the tuning cost skills elsewhere."
+    if trained is None:
+        note += " This folder does not record which categories were trained on."
+    elif not any(r[1] == "no" for r in rows):
+        note += (
+            " Every validated category here was trained on, so this run does not measure "
+            "forgetting; validate on more categories to see it."
         )
-    )
+    doc.para(note)
     doc.table(["category", "trained on", "base acc", "candidate acc", "Δ acc", "McNemar p"], rows)
 
 
