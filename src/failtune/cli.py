@@ -211,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(va, "candidate", help="fine-tuned model: LoRA adapter folder or full model")
     _flag(va, "base_completions", help="grade this completions file as the base instead")
     _flag(va, "candidate_completions", help="grade this completions file as the candidate")
+    _flag(
+        va,
+        "against",
+        help="compare the candidate with this reference model's completions file (JSONL of "
+        '{"id", "completion"}) instead of a base model',
+    )
+    _flag(va, "judge_url", help="OpenAI-compatible endpoint of a judge model, e.g. http://host/v1")
+    _flag(va, "judge_model", help="the judge's model name; each pair is asked twice, swapped")
     _flag(va, "categories", default="math", help="comma-separated categories (default math)")
     _flag(va, "split", default="test", help="held-out split (default test)")
     _flag(
@@ -411,6 +419,9 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             task_options=_task_options(args),
             show_progress=args.progress,
+            against=args.against,
+            judge_url=args.judge_url,
+            judge_model=args.judge_model,
         )
         report.print_validation(result)
         return 0 if result.passed else 1

@@ -99,6 +99,13 @@ def print_validation(result: ValidationResult) -> None:
         out.print(
             f"[yellow]{result.unpaired} ids were graded on one side only and left out[/yellow]"
         )
+    if result.judge:
+        j = result.judge
+        out.print(
+            f"judge {j['judge_model']}: candidate wins {j['wins']}, ties {j['ties']} "
+            f"({j['inconsistent']} inconsistent under the swap), losses {j['losses']} of {j['n']}; "
+            f"sign test p {j['sign_test_p']:.2g}"
+        )
     for g in result.gates:
         mark = "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]"
         out.print(f"gate {g['expr']}: {mark} (value {g['value']:.4g})")
