@@ -306,7 +306,8 @@ def build_report(
             ],
         )
 
-    doc.heading("Base vs candidate, paired on the same held-out problems")
+    baseline = validation.get("baseline", "base")
+    doc.heading(f"{baseline} vs candidate, paired on the same held-out problems")
     doc.table(
         [
             "category",
@@ -339,6 +340,25 @@ def build_report(
         "accuracy.png", "accuracy before and after, with 95% intervals", plots.accuracy_bars(tables)
     )
 
+    judged = validation.get("judge")
+    if judged:
+        doc.heading(f"Judge: {judged['judge_model']}")
+        doc.para(
+            "Each pair was judged twice with the answers swapped; a verdict that flips with the "
+            "order counts as a tie."
+        )
+        doc.table(
+            ["n", "candidate wins", "ties (inconsistent)", "losses", "sign test p"],
+            [
+                [
+                    str(judged["n"]),
+                    f"{judged['wins']} ({judged['win_rate']:.0%})",
+                    f"{judged['ties']} ({judged['inconsistent']})",
+                    f"{judged['losses']} ({judged['loss_rate']:.0%})",
+                    f"{judged['sign_test_p']:.2g}",
+                ]
+            ],
+        )
     _forgetting(doc, validation, tables, config)
     _reasons(doc, base, cand, folder, state)
     _examples(doc, base, cand)
