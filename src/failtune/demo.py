@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from failtune.console import note
 from failtune.pipeline import RunResult, print_run, resolve_config, run_pipeline
-from failtune.report import print_run_validation
+from failtune.report import print_run_validation, write_report
 
 DEMO_GATES = ["arith.delta>0", "arith.mcnemar_p<0.01"]
 
@@ -52,4 +53,5 @@ def demo(
     )
     print_run_validation(result)
     print_run(result)
+    note("report: " + ", ".join(str(p) for p in write_report(result.output_dir)))
     return result

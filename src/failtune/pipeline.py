@@ -515,7 +515,9 @@ def _loss_callback(run: Run) -> Any:
 def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Backend:
     """The trained model still in memory when this process trained it, else opened lazily."""
     result = training.get("result")
-    if result is not None:
+    # A merged model computes slightly differently from base + adapter: only the unmerged one in
+    # memory is what a resumed run (which loads base + adapter) would generate with.
+    if result is not None and result.merged_dir is None:
         label = resolve_model(str(adapter)).label  # what LazyBackend would call it on a resume
         from failtune.backends.hf import HFBackend
 
