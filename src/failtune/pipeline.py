@@ -478,10 +478,13 @@ def _train_step(
         **tr,
     )
     keep["result"] = result
+    # HF's train_loss averages only the steps run by the last process; the log history is kept
+    # in checkpoints, so the last logged loss is the same whether or not training was resumed.
+    losses = [h["loss"] for h in result.metrics.get("log_history", []) if "loss" in h]
     return {
         "examples": result.examples,
         "steps": result.metrics.get("steps"),
-        "train_loss": result.metrics.get("train_loss"),
+        "last_logged_loss": losses[-1] if losses else None,
     }
 
 
