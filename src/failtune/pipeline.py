@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failtune.backends import Backend, LazyBackend
 from failtune.console import live_view, note, out
@@ -29,6 +29,9 @@ from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now
 from failtune.models import resolve_model
 from failtune.validate import VALIDATION, compare, validate
+
+if TYPE_CHECKING:
+    from failtune.backends.hf import HFBackend
 
 STATE = "run_state.json"
 BASELINE = "baseline"  # the base model graded once on the held-out problems, shared by rounds
@@ -179,7 +182,7 @@ class Run:
         self.state.setdefault("steps", {})
         self.state["config"] = config
         self.state["rounds"] = []
-        self.backends: dict[str, Backend] = {}  # opened models, reused between steps
+        self.backends: dict[str, HFBackend] = {}  # opened models, reused between steps
         self.view: Any = None
 
     def save(self) -> None:
@@ -233,12 +236,16 @@ class Run:
         if self.view is not None:
             self.view.advance(self.view_task)
 
-    def backend(self, model: str) -> Backend:
-        """One opened model per id for the whole run: extract and baseline share the weights."""
+    def backend(self, model: str, batch_size: int) -> HFBackend:
+        """One opened model per id for the whole run: extract and baseline share the weights.
+
+        Called only inside a step that has work to do, so a fully resumed run loads nothing.
+        """
         if model not in self.backends:
-            self.backends[model] = LazyBackend(
-                model, batch_size=self.config["extract"]["batch_size"]
-            )
+            from failtune.backends.hf import HFBackend
+
+            self.backends[model] = HFBackend.load(model, batch_size=batch_size)
+        self.backends[model].batch_size = batch_size
         return self.backends[model]
 
 
@@ -408,7 +415,7 @@ def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
         batch_size=ex["batch_size"],
         max_new_tokens=ex["max_new_tokens"],
         task_options=tasks,
-        model=run.backend(model),
+        model=run.backend(model, ex["batch_size"]),
         show_progress=run.show_progress,
     )
     return {
@@ -451,7 +458,7 @@ def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str)
     records = evaluate(
         problems,
         out_dir,
-        backend=run.backend(model),
+        backend=run.backend(model, val["batch_size"]),
         max_new_tokens=val["max_new_tokens"],
         show_progress=run.show_progress,
         label=label,
