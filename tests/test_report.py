@@ -75,7 +75,7 @@ def test_markdown_report(validated: Path) -> None:
     assert "## Failures the tuning fixed (12)" in md and "## Answers the tuning broke (2)" in md
     assert "Let me think \\| step." in md  # a pipe inside a cell does not break the table
     assert "does not record which categories were trained on" in md
-    assert "$2 per hour" in md and "not priced" in md  # no API price given
+    assert "\\$2 per hour" in md and "not priced" in md  # no API price given
 
 
 def test_cost_uses_measured_times_and_tokens() -> None:

@@ -155,8 +155,13 @@ class Document:
         self.blocks.append(("img", (name, alt, png)))
 
 
+def _md_text(text: str) -> str:
+    """GitHub reads `$…$` as math: escape dollar signs (prices) so they print as written."""
+    return text.replace("$", "\\$")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(doc: Document) -> str:
@@ -165,7 +170,7 @@ def render_markdown(doc: Document) -> str:
         if kind == "h2":
             lines += [f"## {body}", ""]
         elif kind == "p":
-            lines += [body, ""]
+            lines += [_md_text(body), ""]
         elif kind == "table":
             header, rows = body
             lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
