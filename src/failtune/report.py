@@ -311,7 +311,7 @@ def build_report(
             ],
         )
 
-    baseline = validation.get("baseline", "base")
+    baseline = "Reference" if validation.get("baseline") else "Base"
     doc.heading(f"{baseline} vs candidate, paired on the same held-out problems")
     doc.table(
         [
