@@ -11,6 +11,7 @@ graded results of both runs must match exactly. Prints and saves the figures as 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import signal
@@ -47,7 +48,15 @@ def final_numbers(out: Path) -> dict[str, Any]:
         graded[str(path.relative_to(out))] = sorted(
             (r["id"], r["completion"], r["correct"]) for r in rows
         )
-    return {"validation": json.loads(validation.read_text()), "graded": graded}
+    adapters = {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.glob("round-*/adapter/adapter_model.safetensors"))
+    }
+    return {
+        "validation": json.loads(validation.read_text()),
+        "graded": graded,
+        "adapters": adapters,
+    }
 
 
 def main() -> int:
@@ -79,7 +88,7 @@ def main() -> int:
     t_all = time.perf_counter()
     for k in range(args.kills):
         sig = SIGNALS[k % len(SIGNALS)]
-        delay = rng.uniform(0.1, 0.5) * ref_seconds
+        delay = rng.uniform(0.1, 0.5) * ref_seconds  # each restart reloads, so kills spread out
         proc = failtune_run(args.config, killed, extra)
         try:
             proc.wait(timeout=delay)
@@ -103,6 +112,7 @@ def main() -> int:
     ref, got = final_numbers(reference), final_numbers(killed)
     same_validation = ref["validation"] == got["validation"]
     same_graded = ref["graded"] == got["graded"]
+    same_adapters = ref["adapters"] == got["adapters"]
     summary = {
         "config": args.config,
         "set": args.set,
@@ -112,6 +122,7 @@ def main() -> int:
         "reference_seconds": round(ref_seconds, 1),
         "identical_validation_json": same_validation,
         "identical_graded_results": same_graded,
+        "identical_adapter_weights": same_adapters,
         "categories": got["validation"]["categories"],
     }
     (args.work / "kill_resume.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -121,8 +132,11 @@ def main() -> int:
             f"base {s['base_accuracy']:.1%} → candidate {s['candidate_accuracy']:.1%} "
             f"p {s['mcnemar_p']:.3g}"
         )
-    print(f"identical validation.json: {same_validation}; identical graded results: {same_graded}")
-    return 0 if same_validation and same_graded else 1
+    print(
+        f"identical validation.json: {same_validation}; identical graded results: {same_graded}; "
+        f"identical adapter weights: {same_adapters}"
+    )
+    return 0 if same_validation and same_graded and same_adapters else 1
 
 
 if __name__ == "__main__":
