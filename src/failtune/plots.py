@@ -90,7 +90,7 @@ def reason_bars(counts: Mapping[str, Mapping[str, int]]) -> bytes:
     """Failure reasons, one group of bars per reason and one bar per side."""
     reasons = sorted({r for side in counts.values() for r in side})
     sides = list(counts)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(reasons) + 2), 3.2))
+    fig, ax = plt.subplots(figsize=(max(7, 1.4 * len(reasons) + 2), 3.4))
     width = 0.8 / max(1, len(sides))
     colors = [BASE, CANDIDATE, "#8e24aa", "#ef6c00"]
     for k, side in enumerate(sides):
@@ -99,7 +99,7 @@ def reason_bars(counts: Mapping[str, Mapping[str, int]]) -> bytes:
         ax.bar(xs, values, width, label=side, color=colors[k % len(colors)])
     ax.set_xticks(range(len(reasons)), reasons)
     ax.set_ylabel("failed problems")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, ncol=len(sides), loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return _png(fig)
 
 
