@@ -3,8 +3,9 @@
     python scripts/kill_resume_check.py examples/demo.toml --work /tmp/kill-check
 
 Runs the config once uninterrupted (or reuses --reference, a finished run folder), then runs it
-again into another folder, killing it --kills times at random moments (SIGKILL and SIGINT in
-turn) and restarting it each time, and finally lets it finish. The final validation.json and the
+again into another folder, killing it --kills times (SIGKILL and SIGINT in turn), each time at a
+random moment inside a different randomly chosen step, restarting it after each kill, and
+finally lets it finish. The final validation.json and the
 graded results of both runs must match exactly. Prints and saves the figures as JSON.
 """
 
@@ -75,36 +76,43 @@ def main() -> int:
     reference = args.reference
     if reference is None:
         reference = args.work / "reference"
-        t0 = time.perf_counter()
         failtune_run(args.config, reference, extra).wait()
-        ref_seconds = time.perf_counter() - t0
-    else:
-        state = json.loads((reference / "run_state.json").read_text())
-        ref_seconds = sum(rec.get("seconds", 0) for rec in state["steps"].values()) + 60
-    print(f"reference: {reference} ({ref_seconds:.0f} s)", flush=True)
+    ref_steps = json.loads((reference / "run_state.json").read_text())["steps"]
+    print(f"reference: {reference} ({ {k: v['seconds'] for k, v in ref_steps.items()} } s)")
 
+    # Each kill lands inside a different step, at a random moment of it (steps in run order).
+    targets = sorted(rng.sample(range(len(ref_steps)), min(args.kills, len(ref_steps))))
+    names = list(ref_steps)
     killed = args.work / "killed"
     kills = []
     t_all = time.perf_counter()
-    for k in range(args.kills):
+    for k, target in enumerate(targets):
         sig = SIGNALS[k % len(SIGNALS)]
-        delay = rng.uniform(0.1, 0.5) * ref_seconds  # each restart reloads, so kills spread out
+        name = names[target]
+        delay = rng.uniform(0.05, 0.95) * ref_steps[name]["seconds"]
         proc = failtune_run(args.config, killed, extra)
-        try:
-            proc.wait(timeout=delay)
-            print(f"kill {k + 1}: the run finished before {delay:.0f} s", flush=True)
-            kills.append({"after_seconds": round(delay, 1), "signal": None, "step": "finished"})
+        while proc.poll() is None and running_step(killed) != name:
+            time.sleep(0.2)
+        time.sleep(delay)
+        if proc.poll() is not None:
+            print(f"kill {k + 1}: the run finished first", flush=True)
+            kills.append({"target": name, "signal": None, "step": "finished"})
             continue
-        except subprocess.TimeoutExpired:
-            pass
         step = running_step(killed)
         proc.send_signal(sig)
         code = proc.wait()
         print(
-            f"kill {k + 1}: {sig.name} after {delay:.0f} s during {step} (exit {code})", flush=True
+            f"kill {k + 1}: {sig.name} {delay:.1f} s into {name} (running: {step}; exit {code})",
+            flush=True,
         )
         kills.append(
-            {"after_seconds": round(delay, 1), "signal": sig.name, "step": step, "exit": code}
+            {
+                "target": name,
+                "seconds_into_step": round(delay, 1),
+                "signal": sig.name,
+                "step": step,
+                "exit": code,
+            }
         )
     code = failtune_run(args.config, killed, extra).wait()
     seconds = time.perf_counter() - t_all
@@ -119,7 +127,7 @@ def main() -> int:
         "kills": kills,
         "final_exit": code,
         "killed_run_seconds": round(seconds, 1),
-        "reference_seconds": round(ref_seconds, 1),
+        "reference_step_seconds": {k: v["seconds"] for k, v in ref_steps.items()},
         "identical_validation_json": same_validation,
         "identical_graded_results": same_graded,
         "identical_adapter_weights": same_adapters,
