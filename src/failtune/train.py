@@ -105,7 +105,7 @@ def train(
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
 
     `loaded` passes (model, tokenizer) of `model_name` already in memory, to skip a reload; the
-    adapter is then injected into that model.
+    adapter is then injected into that model. `callbacks` (TrainerCallback) report progress.
     """
     import torch
     from datasets import Dataset, disable_progress_bars
@@ -177,6 +177,10 @@ def train(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    if callbacks:  # the caller shows progress; without tqdm, HF would print every log dict
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     last = last_complete_checkpoint(out / "checkpoints") if resume else None
     if last:
         note(f"resuming training from {last}")
