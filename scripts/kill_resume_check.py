@@ -28,7 +28,13 @@ SIGNALS = (signal.SIGKILL, signal.SIGINT)
 def failtune_run(config: str, out: Path, extra: list[str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "failtune.cli", "run", config, "--output-dir", str(out)]
     log = (out.parent / f"{out.name}.log").open("ab")
-    return subprocess.Popen([*cmd, "--no-progress", *extra], stdout=log, stderr=log)
+    return subprocess.Popen(
+        [*cmd, "--no-progress", *extra],
+        stdout=log,
+        stderr=log,
+        # A background job inherits SIGINT ignored; give the run Python's Ctrl-C behaviour.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def running_step(out: Path) -> str:
