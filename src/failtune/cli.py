@@ -373,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(va, "candidate_completions", help="grade this completions file as the candidate")
     _flag(
         va,
+        "against",
+        help="compare the candidate with this reference model's completions file (JSONL of "
+        '{"id", "completion"}) instead of a base model',
+    )
+    _flag(va, "judge_url", help="OpenAI-compatible endpoint of a judge model, e.g. http://host/v1")
+    _flag(va, "judge_model", help="the judge's model name; each pair is asked twice, swapped")
+    _flag(
+        va,
         "categories",
         default=None,
         help="comma-separated categories (default math); one table each, plus overall",
@@ -454,7 +462,60 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(de, "learning_rate", type=float, default=None, help="learning rate")
     _flag(de, "seed", type=int, default=0, help="seed")
     de.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false")
+    _run_parser(sub)
     return parser
+
+
+def _run_parser(sub: Any) -> None:
+    ru = sub.add_parser(
+        "run",
+        epilog=EPILOG,
+        help="extract → train → validate from one TOML/YAML config, resumable, in rounds",
+        description="Run every step of a config file; a rerun skips steps whose inputs are "
+        "unchanged and resumes an interrupted one. Writes run_state.json and a report. "
+        "Exit code 1 if a gate fails.",
+    )
+    ru.add_argument("config", help="run config (.toml, .yaml), e.g. examples/demo.toml")
+    _flag(ru, "output_dir", help="overrides output_dir")
+    _flag(ru, "model", "model_path", help="overrides model")
+    _flag(ru, "rounds", type=_positive_int, help="overrides rounds")
+    _flag(ru, "seed", type=int, help="overrides seed")
+    _flag(
+        ru,
+        "set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='override any config key, repeatable: --set train.learning_rate=1e-4 --set "validate'
+        '.gates=[math.wins>=16%%]"',
+    )
+    _cost_flags(ru)
+    ru.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false")
+
+    rp = sub.add_parser(
+        "report",
+        epilog=EPILOG,
+        help="write report.md and report.html (plots, tables, costs) for a run folder",
+        description="Read a run folder (or a validate folder) and write report.md with PNG "
+        "plots beside it and a self-contained report.html.",
+    )
+    rp.add_argument("dir", help="folder written by failtune run (or failtune validate)")
+    _cost_flags(rp)
+
+
+def _cost_flags(p: argparse.ArgumentParser) -> None:
+    _flag(
+        p,
+        "gpu_hourly_usd",
+        type=float,
+        help="price of one hour of the machine the run used, to cost the measured wall time",
+    )
+    _flag(
+        p,
+        "api_usd_per_mtok",
+        type=float,
+        help="price per million tokens of a teacher API, to cost distillation of the same data",
+    )
 
 
 def _version() -> str:
@@ -581,9 +642,39 @@ def run(args: argparse.Namespace) -> int:
             allow_overlap=args.allow_overlap,
             show_progress=args.progress,
             server=_server_options(args),
+            against=args.against,
+            judge_url=args.judge_url,
+            judge_model=args.judge_model,
         )
         report.print_validation(result)
         return 0 if result.passed else 1
+    if args.command == "run":
+        from failtune.pipeline import (
+            load_config,
+            parse_override,
+            print_run,
+            resolve_config,
+            run_pipeline,
+        )
+
+        overrides = dict(parse_override(text) for text in args.set)
+        for key in ("output_dir", "model", "rounds", "seed"):
+            overrides[key] = getattr(args, key)
+        overrides["cost.gpu_hourly_usd"] = args.gpu_hourly_usd
+        overrides["cost.api_usd_per_mtok"] = args.api_usd_per_mtok
+        config = resolve_config(load_config(args.config), overrides)
+        result = run_pipeline(config, show_progress=args.progress)
+        report.print_run_validation(result)
+        print_run(result)
+        paths = report.write_report(result.output_dir)
+        print(f"report: {', '.join(str(p) for p in paths)}")
+        return 0 if result.passed else 1
+    if args.command == "report":
+        paths = report.write_report(
+            args.dir, gpu_hourly_usd=args.gpu_hourly_usd, api_usd_per_mtok=args.api_usd_per_mtok
+        )
+        print(f"report: {', '.join(str(p) for p in paths)}")
+        return 0
     if args.command == "demo":
         from failtune.demo import demo
 
@@ -600,7 +691,7 @@ def run(args: argparse.Namespace) -> int:
             show_progress=args.progress,
             **options,
         )
-        return 0 if outcome.validation.passed else 1
+        return 0 if outcome.passed else 1
     raise AssertionError(args.command)
 
 

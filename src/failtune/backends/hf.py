@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +18,10 @@ _TAIL_TOKENS = 48  # how much of each sequence's end the stop check decodes per 
 
 class HFBackend:
     """Generation with `model.generate`, batches sorted by prompt length to cut padding."""
+
+    # Batches are formed over all prompts and done ones skipped: left padding makes greedy output
+    # depend on the batch it ran in, so a resumed run must rebuild the same batches.
+    skips_done = True
 
     def __init__(
         self, model: Any, tokenizer: Any, *, batch_size: int = 32, label: str = ""
@@ -68,8 +72,9 @@ class HFBackend:
         return prompt
 
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
+        """Batches depend on all `prompts`; a batch whose indices are all in `skip` is not run."""
         texts = [self.render(p) for p in prompts]
         add_special = not self.tokenizer.chat_template  # templates already carry BOS etc.
         lengths = [len(self.tokenizer(t, add_special_tokens=add_special).input_ids) for t in texts]
@@ -77,6 +82,8 @@ class HFBackend:
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
+            if all(i in skip for i in idx):
+                continue
             gens = self._generate([texts[i] for i in idx], params, add_special)
             yield list(zip(idx, gens, strict=True))
 

