@@ -56,9 +56,23 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
     _flag(
         p,
         "backend",
-        choices=["auto", "hf"],
+        choices=["auto", "hf", "vllm"],
         default="auto",
-        help="generation engine (default auto: transformers)",
+        help="generation engine (default auto: vLLM when installed, else transformers)",
+    )
+    _flag(
+        p,
+        "tensor_parallel_size",
+        type=_positive_int,
+        default=1,
+        help="vLLM: GPUs one model is split across (default 1)",
+    )
+    _flag(
+        p,
+        "gpu_memory_utilization",
+        type=float,
+        default=0.9,
+        help="vLLM: fraction of each GPU's memory the engine may take (default 0.9)",
     )
     _flag(
         p,
@@ -285,6 +299,13 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {"arith": arith}
 
 
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from failtune import report
 
@@ -307,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             task_options=_task_options(args),
             show_progress=args.progress,
+            engine_options=_engine_options(args),
         )
         report.print_extract(result)
         return 0
@@ -358,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             task_options=_task_options(args),
             show_progress=args.progress,
+            engine_options=_engine_options(args),
         )
         report.print_validation(result)
         return 0 if result.passed else 1

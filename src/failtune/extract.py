@@ -288,10 +288,12 @@ def extract(
     task_options: TaskOptions | None = None,
     model: Backend | None = None,
     show_progress: bool = True,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> ExtractResult:
     """Run a model (or read `completions`) over a benchmark split and keep its failures.
 
     Pass an already opened backend as `model` to reuse loaded weights across calls.
+    `engine_options` go to the vLLM engine (tensor_parallel_size, gpu_memory_utilization).
     """
     started, t0 = now(), time.perf_counter()
     out = Path(output_dir)
@@ -312,7 +314,12 @@ def extract(
             if not model_path:
                 raise FailtuneError("give --model_path, or --completions to grade existing outputs")
             model = load_backend(
-                model_path, backend=backend, dtype=dtype, device=device, batch_size=batch_size
+                model_path,
+                backend=backend,
+                dtype=dtype,
+                device=device,
+                batch_size=batch_size,
+                **(engine_options or {}),
             )
     if not problems:
         raise FailtuneError("no problems to grade")

@@ -169,6 +169,7 @@ def validate(
     seed: int = 0,
     task_options: TaskOptions | None = None,
     show_progress: bool = True,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
@@ -208,6 +209,7 @@ def validate(
                     device=device,
                     batch_size=batch_size,
                     base=base if isinstance(base, str) else None,
+                    **(engine_options or {}),
                 )
             )
             records = evaluate(
