@@ -269,7 +269,8 @@ def _first_match_prefix(tokenizer: Any, tokens: list[int], rule: re.Pattern[str]
         def __len__(self) -> int:
             return len(tokens)
 
-    return bisect.bisect_left(Prefixes(), True) + 1  # type: ignore[call-overload]
+    first = bisect.bisect_left(Prefixes(), True)  # type: ignore[call-overload]
+    return min(first + 1, len(tokens))
 
 
 def _gen_config(llm: Any) -> Any:
