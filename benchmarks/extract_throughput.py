@@ -44,7 +44,7 @@ from failtune.backends.hf import HFBackend, prompt_ids
 from failtune.extract import extract
 from failtune.manifest import package_versions
 from failtune.models import gguf_as_folder, resolve_model, smollm2_gguf
-from failtune.tasks.gsm8k import Gsm8k
+from failtune.tasks.gsm8k import GSM8K
 
 MODEL = "builtin:smollm2"
 ENGINES = ("hf", "lm-eval", "vllm-raw", "vllm", "llama-cpp")
@@ -215,7 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     wanted = set(args.engines.split(","))
-    prompts = [p.prompt for p in Gsm8k().load("test")[: args.problems]]
+    prompts = [p.prompt for p in GSM8K().load("test")[: args.problems]]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name, (module, runner) in RUNNERS.items():

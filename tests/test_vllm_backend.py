@@ -17,7 +17,7 @@ import pytest
 
 from failtune.backends import GenParams, generate_all, load_backend
 from failtune.backends.hf import HFBackend
-from failtune.tasks.gsm8k import MATH_STOP_AFTER, Gsm8k
+from failtune.tasks.gsm8k import MATH_STOP_AFTER, GSM8K
 
 pytestmark = pytest.mark.model
 
@@ -75,7 +75,7 @@ def vllm_backend(smollm2_folder: Path, smollm2_backend) -> Any:
 
 
 def _gsm8k_prompts(n: int) -> list[str]:
-    return [p.prompt for p in Gsm8k().load("test")[:n]]
+    return [p.prompt for p in GSM8K().load("test")[:n]]
 
 
 def test_greedy_matches_transformers(vllm_backend, smollm2_backend: HFBackend) -> None:
