@@ -221,15 +221,17 @@ class VLLMBackend:
         )
         # The exact token ids the transformers backend feeds (chat template, no double BOS).
         requests = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
-        ids = self.llm.enqueue(requests, sampling, lora_request=self.lora, use_tqdm=False)
-        index = {rid: i for i, rid in enumerate(ids)}
+        internal = self.llm.enqueue(requests, sampling, lora_request=self.lora, use_tqdm=False)
+        # enqueue returns vLLM's internal ids ("<counter>-<random>"); outputs carry "<counter>".
+        index = {rid.split("-")[0]: (i, rid) for i, rid in enumerate(internal)}
         engine = self.llm.llm_engine
         pending: list[tuple[int, Generation]] = []
         try:
             while engine.has_unfinished_requests():
                 for out in engine.step():
                     if out.finished and out.request_id in index:
-                        pending.append((index.pop(out.request_id), self._generation(out, params)))
+                        i, _ = index.pop(out.request_id)
+                        pending.append((i, self._generation(out, params)))
                 if pending and (len(pending) >= FLUSH_EVERY or not index):
                     yield pending
                     pending = []
@@ -237,7 +239,7 @@ class VLLMBackend:
                 yield pending
         finally:
             if index:  # the caller stopped early (kill, error): free the engine for reuse
-                engine.abort_request(list(index))
+                engine.abort_request([rid for _, rid in index.values()], internal=True)
 
     def _generation(self, out: Any, params: GenParams) -> Generation:
         from failtune.backends.hf import cut
