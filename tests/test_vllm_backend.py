@@ -17,9 +17,7 @@ import pytest
 
 from failtune.backends import GenParams, generate_all, load_backend
 from failtune.backends.hf import HFBackend
-from failtune.tasks.gsm8k import MATH_STOP_AFTER, GSM8K
-
-pytestmark = pytest.mark.model
+from failtune.tasks.gsm8k import GSM8K, MATH_STOP_AFTER
 
 LORA_RANK = 8
 
@@ -78,6 +76,7 @@ def _gsm8k_prompts(n: int) -> list[str]:
     return [p.prompt for p in GSM8K().load("test")[:n]]
 
 
+@pytest.mark.model
 def test_greedy_matches_transformers(vllm_backend, smollm2_backend: HFBackend) -> None:
     """Same prompts, same greedy decoding: token-identical answers, reasons and token counts."""
     prompts = _gsm8k_prompts(6)
@@ -90,6 +89,7 @@ def test_greedy_matches_transformers(vllm_backend, smollm2_backend: HFBackend) -
     assert {g.finish_reason for g in ours} == {"stop", "length"}  # both kinds are exercised
 
 
+@pytest.mark.model
 def test_stop_strings_and_length_cap(vllm_backend, smollm2_backend: HFBackend) -> None:
     prompts = _gsm8k_prompts(4)
     params = GenParams(max_new_tokens=48, stop=("\n",))
@@ -100,6 +100,7 @@ def test_stop_strings_and_length_cap(vllm_backend, smollm2_backend: HFBackend) -
     assert [(g.finish_reason, g.completion_tokens) for g in capped] == [("length", 5)] * 4
 
 
+@pytest.mark.model
 def test_lora_adapter_matches_peft(vllm_backend, smollm2_backend: HFBackend, lora_adapter) -> None:
     """The adapter served through vLLM's LoRA support answers as PEFT does on transformers."""
     from peft import PeftModel
@@ -119,6 +120,16 @@ def test_lora_adapter_matches_peft(vllm_backend, smollm2_backend: HFBackend, lor
     assert [g.text for g in ours] != [g.text for g in base]  # the adapter was really applied
 
 
+def test_vllm_choice_without_vllm_is_a_clear_error() -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    from failtune.errors import FailtuneError
+
+    with pytest.raises(FailtuneError, match=r"failtune\[vllm-cpu\]"):
+        load_backend("builtin:smollm2", backend="vllm")
+    assert load_backend("builtin:smollm2").info.backend == "hf"  # auto falls back
+
+
 def test_auto_picks_vllm_when_installed() -> None:
     _require_vllm()
     assert load_backend("builtin:smollm2").info.backend == "vllm"
@@ -126,6 +137,7 @@ def test_auto_picks_vllm_when_installed() -> None:
     assert load_backend("builtin:smollm2", device="cuda:0").info.backend == "hf"  # CPU build
 
 
+@pytest.mark.model
 def test_extract_through_vllm(vllm_backend, tmp_path: Path) -> None:
     """The full extract path on the shared engine: graded records and per-batch appends."""
     from failtune.extract import extract

