@@ -31,7 +31,7 @@ def _require_vllm() -> None:
 
 
 @pytest.fixture(scope="session")
-def smollm2_folder(tmp_path_factory: pytest.TempPathFactory, smollm2_backend) -> Path:
+def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2 converted from its GGUF to safetensors by the code vLLM users run.
 
     The cache stays pointed at the session's folder, so later loads of builtin:smollm2 find
