@@ -130,12 +130,14 @@ def run_vllm(prompts: list[str], args: argparse.Namespace) -> dict[str, Any]:
         temperature=0.0, max_tokens=args.max_new_tokens, stop_token_ids=backend.eos_ids
     )
     llm.generate(requests[:4], sampling, use_tqdm=False)  # warm-up
+    llm.reset_prefix_cache()  # neither run may reuse the other's cached prompts
     t0 = time.perf_counter()
     outs = llm.generate(requests, sampling, use_tqdm=False)
     raw_seconds = time.perf_counter() - t0
     engine_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     raw = figures(raw_seconds, len(prompts), engine_tokens)
     print(f"vllm-raw: {raw}", flush=True)
+    llm.reset_prefix_cache()
     ours = failtune_extract(backend, len(prompts), args.max_new_tokens)
     # vLLM has no regex stop: tokens after "The answer is N." are generated, then cut.
     ours["engine_tokens_per_s"] = round(engine_tokens / ours["seconds"], 2)
