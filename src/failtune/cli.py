@@ -56,10 +56,25 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
     _flag(
         p,
         "backend",
-        choices=["auto", "hf", "openai"],
+        choices=["auto", "hf", "openai", "vllm"],
         default="auto",
-        help="generation engine (default auto: transformers); openai: an OpenAI-compatible "
-        "server at --base-url, the model argument being the name it serves",
+        help="generation engine (default auto: vLLM when installed, else transformers); "
+        "openai: an OpenAI-compatible server at --base-url, the model argument being the name "
+        "it serves",
+    )
+    _flag(
+        p,
+        "tensor_parallel_size",
+        type=_positive_int,
+        default=1,
+        help="vLLM: GPUs one model is split across (default 1)",
+    )
+    _flag(
+        p,
+        "gpu_memory_utilization",
+        type=float,
+        default=0.9,
+        help="vLLM: fraction of each GPU's memory the engine may take (default 0.9)",
     )
     _server_flags(p)
     _flag(
@@ -552,6 +567,13 @@ def _categories(args: argparse.Namespace, default: str | None) -> str | None:
     return ",".join(dict.fromkeys([*named, "custom"]))
 
 
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from failtune import report
 
@@ -578,6 +600,7 @@ def run(args: argparse.Namespace) -> int:
             server=_server_options(args),
             num_shards=args.num_shards,
             shard_index=args.shard_index,
+            engine_options=_engine_options(args),
         )
         report.print_extract(result)
         return 0
@@ -645,6 +668,7 @@ def run(args: argparse.Namespace) -> int:
             against=args.against,
             judge_url=args.judge_url,
             judge_model=args.judge_model,
+            engine_options=_engine_options(args),
         )
         report.print_validation(result)
         return 0 if result.passed else 1

@@ -350,12 +350,14 @@ def extract(
     server: Mapping[str, Any] | None = None,
     num_shards: int = 1,
     shard_index: int = 0,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> ExtractResult:
     """Run a model (or read `completions`) over a benchmark split and keep its failures.
 
     Pass an already opened backend as `model` to reuse loaded weights across calls; `server`
     holds the options of `backend="openai"`. With `num_shards`, only every num_shards-th
     problem from `shard_index` on is run; `failtune merge` joins the shards.
+    `engine_options` go to the vLLM engine (tensor_parallel_size, gpu_memory_utilization).
     """
     started, t0 = now(), time.perf_counter()
     out = Path(output_dir)
@@ -387,6 +389,7 @@ def extract(
                 device=device,
                 batch_size=batch_size,
                 server=server,
+                **(engine_options or {}),
             )
     if not problems:
         raise FailtuneError("no problems to grade")

@@ -172,3 +172,48 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def cache_dir() -> Path:
+    """Where failtune keeps derived files (converted models): $FAILTUNE_CACHE or ~/.cache."""
+    import os
+
+    root = os.environ.get("FAILTUNE_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "failtune"
+    )
+    return Path(root).expanduser()
+
+
+def gguf_as_folder(ref: ModelRef) -> Path:
+    """The GGUF weights of `ref` dequantised into a plain safetensors folder, converted once.
+
+    Engines that cannot read GGUF (vLLM on CPU, lm-evaluation-harness) load this folder. The
+    cache key is the file's path, size and mtime, so a replaced GGUF is converted again.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    if not ref.gguf_file:
+        raise FailtuneError(f"{ref.path} is not a GGUF model")
+    gguf = Path(ref.path) / ref.gguf_file
+    stat = gguf.resolve().stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    from failtune.console import note
+
+    note(f"converting {gguf.name} to a safetensors folder for this engine (once): {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = ModelRef(ref.path, ref.gguf_file)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        load_model(base, dtype="float32", device="cpu").save_pretrained(tmp)
+        load_tokenizer(base).save_pretrained(tmp)
+        tmp.rename(target)  # atomic: a killed conversion never leaves a half folder behind
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target

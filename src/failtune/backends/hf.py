@@ -32,7 +32,7 @@ class HFBackend:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model.generation_config, tokenizer)
         self.info = BackendInfo(
             backend="hf",
             model=label or str(getattr(model.config, "_name_or_path", "")),
@@ -63,19 +63,11 @@ class HFBackend:
             label=ref.label,
         )
 
-    def render(self, prompt: str) -> str:
-        """The prompt as the model sees it: the chat template when the tokenizer has one."""
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-        return prompt
-
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
         """Batches depend on all `prompts`; a batch whose indices are all in `skip` is not run."""
-        texts = [self.render(p) for p in prompts]
+        texts = [render(self.tokenizer, p) for p in prompts]
         add_special = not self.tokenizer.chat_template  # templates already carry BOS etc.
         lengths = [len(self.tokenizer(t, add_special_tokens=add_special).input_ids) for t in texts]
         # Longest first: an out-of-memory batch fails at once, and similar lengths share a batch.
@@ -205,9 +197,25 @@ class _StopRules(StoppingCriteria):
         return bool(self.after and self.after.search(text))
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+def render(tokenizer: Any, prompt: str) -> str:
+    """The prompt as the model sees it: the chat template when the tokenizer has one."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    return prompt
+
+
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of the rendered prompt; chat templates already carry BOS, so none is added."""
+    text = render(tokenizer, prompt)
+    return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
+
+
+def eos_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a turn: the generation config's, the tokenizer's, chat end markers."""
     ids: list[int] = []
-    configured = model.generation_config.eos_token_id
+    configured = getattr(generation_config, "eos_token_id", None)
     if configured is not None:
         ids.extend(configured if isinstance(configured, list) else [configured])
     if tokenizer.eos_token_id is not None:

@@ -1,0 +1,289 @@
+"""vLLM backend: offline `vllm.LLM`, every prompt queued at once, finished answers streamed out.
+
+vLLM schedules its own batches (continuous batching, paged attention), so all prompts go into
+the engine together and the engine is stepped here: answers are handed to grading in small
+groups as they finish, so results.jsonl grows during the run (a kill loses only answers not yet
+handed out) while the engine never waits for a static batch to drain.
+
+vLLM has literal stop strings but no regex stop, so the task's `stop_after` rule (GSM8K: stop
+after "The answer is N.") is applied after generation: the text is cut and the token count is
+the prefix that reaches the match, exactly as the transformers backend reports it. The cost is
+the tokens generated between the match and EOS, which the engine computed for nothing; the
+throughput benchmark reports it (`tokens_past_stop_rule`). SmolLM2 on GSM8K usually ends its
+turn right after the answer, so the waste is small there.
+
+vLLM cannot read a quantised GGUF on every platform (on CPU not at all), so a GGUF model,
+`builtin:smollm2` included, is dequantised once into a cached safetensors folder
+(`failtune.models.gguf_as_folder`) and served from there.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.errors import FailtuneError
+from failtune.models import ModelRef, gguf_as_folder, load_tokenizer, resolve_model
+
+# Finished answers are handed to grading in groups of at least this size (or when the engine
+# runs dry), so appends stay cheap while a kill loses little.
+FLUSH_EVERY = 16
+
+# One engine per process: a second vllm.LLM would fight the first for GPU memory.
+_ENGINE: tuple[tuple[Any, ...], Any] | None = None
+
+
+def cpu_defaults() -> None:
+    """Settings that make vLLM usable on a CPU box; anything the user exported wins.
+
+    Without them vLLM keeps one core idle, writes its cache to ~/.cache/vllm and starts an
+    engine process (slow start, and code must then sit under `if __name__ == "__main__"`).
+    """
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache
+    if "VLLM_CACHE_ROOT" not in os.environ:
+        os.environ["VLLM_CACHE_ROOT"] = tempfile.mkdtemp(prefix="failtune-vllm-")
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def served_path(ref: ModelRef) -> str:
+    """What vLLM loads: the model folder or hub id, or the converted folder of a GGUF."""
+    return str(gguf_as_folder(ref)) if ref.gguf_file else ref.path
+
+
+def _lora_rank(adapter: str) -> int:
+    """vLLM sizes its LoRA buffers up front from max_lora_rank: the adapter's r, rounded up."""
+    r = int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16))
+    allowed = (8, 16, 32, 64, 128, 256, 320, 512)
+    return next((a for a in allowed if a >= r), r)
+
+
+def _vllm_dtype(dtype: str, gpu: bool) -> str:
+    """fp32 on CPU (no fast bf16 there: slower and different output); vLLM's choice on GPU."""
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if dtype == "auto":
+        return "auto" if gpu else "float32"
+    if dtype not in ("float32", "bfloat16", "float16", *names):
+        raise FailtuneError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    return names.get(dtype, dtype)
+
+
+def open_engine(
+    path: str,
+    *,
+    tokenizer: str | None = None,
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int | None = None,
+    max_lora_rank: int | None = None,
+    enforce_eager: bool | None = None,
+) -> Any:
+    """A `vllm.LLM`, reused when asked again with the same settings (engines are slow to start).
+
+    An engine opened with LoRA support also serves the bare base model, so validating an
+    adapter against its base needs one engine; any other change closes the old engine first.
+    """
+    global _ENGINE
+    gpu = _has_gpu()
+    if not gpu:
+        cpu_defaults()
+    key = (path, tokenizer, dtype, tensor_parallel_size, gpu_memory_utilization, max_model_len)
+    if _ENGINE is not None and _ENGINE[0][:-1] == key:
+        engine_rank = _ENGINE[0][-1]
+        if max_lora_rank is None or (engine_rank is not None and engine_rank >= max_lora_rank):
+            return _ENGINE[1]
+    close_engine()
+    from vllm import LLM
+
+    options: dict[str, Any] = {}
+    if max_lora_rank is not None:
+        options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+    if max_model_len is not None:
+        options["max_model_len"] = max_model_len
+    try:
+        llm = LLM(
+            model=path,
+            tokenizer=tokenizer or path,
+            dtype=_vllm_dtype(dtype, gpu),
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            # CUDA graphs pay off on a GPU; on CPU compiling takes ~2 min for a few percent.
+            enforce_eager=(not gpu) if enforce_eager is None else enforce_eager,
+            seed=0,
+            **options,
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FailtuneError(f"vLLM could not open {path}: {first}") from e
+    _ENGINE = ((*key, max_lora_rank), llm)
+    return llm
+
+
+def close_engine() -> None:
+    """Shut the cached engine down and free its memory (its worker processes, its KV cache)."""
+    global _ENGINE
+    if _ENGINE is None:
+        return
+    llm = _ENGINE[1]
+    _ENGINE = None
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    import gc
+
+    gc.collect()
+    if _has_gpu():
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+class VLLMBackend:
+    """Greedy generation with a shared `vllm.LLM`, optionally through a LoRA adapter."""
+
+    def __init__(self, llm: Any, tokenizer: Any, *, label: str, adapter: str | None = None):
+        from failtune.backends.hf import eos_ids
+
+        self.llm, self.tokenizer = llm, tokenizer
+        self.eos_ids = eos_ids(_gen_config(llm), tokenizer)
+        self.lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest(Path(adapter).name or "adapter", 1, str(Path(adapter)))
+        config = llm.llm_engine.vllm_config
+        self.info = BackendInfo(
+            backend="vllm",
+            model=label,
+            details={
+                "engine": f"vllm {_vllm_version()}",
+                "served_path": config.model_config.model,
+                "dtype": str(config.model_config.dtype).removeprefix("torch."),
+                "device": config.device_config.device_type,
+                "tensor_parallel_size": config.parallel_config.tensor_parallel_size,
+                "enforce_eager": config.model_config.enforce_eager,
+                "lora": str(adapter) if adapter else None,
+                "chat_template": bool(tokenizer.chat_template),
+            },
+        )
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        base: str | None = None,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        **_ignored: Any,
+    ) -> VLLMBackend:
+        """Open `model` (hub id, folder, GGUF, LoRA adapter on its base) in vLLM."""
+        ref = resolve_model(model, base=base)
+        path = served_path(ref)
+        llm = open_engine(
+            path,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            max_lora_rank=_lora_rank(ref.adapter) if ref.adapter else None,
+        )
+        return cls(llm, load_tokenizer(ref), label=ref.label, adapter=ref.adapter)
+
+    def stream(
+        self, prompts: Sequence[str], params: GenParams
+    ) -> Iterator[list[tuple[int, Generation]]]:
+        from vllm import SamplingParams
+
+        from failtune.backends.hf import prompt_ids
+
+        sampling = SamplingParams(
+            temperature=0.0,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            stop_token_ids=self.eos_ids,
+            skip_special_tokens=True,
+        )
+        # The exact token ids the transformers backend feeds (chat template, no double BOS).
+        requests = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
+        internal = self.llm.enqueue(requests, sampling, lora_request=self.lora, use_tqdm=False)
+        # enqueue returns vLLM's internal ids ("<counter>-<random>"); outputs carry "<counter>".
+        index = {rid.split("-")[0]: (i, rid) for i, rid in enumerate(internal)}
+        engine = self.llm.llm_engine
+        pending: list[tuple[int, Generation]] = []
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in index:
+                        i, _ = index.pop(out.request_id)
+                        pending.append((i, self._generation(out, params)))
+                if pending and (len(pending) >= FLUSH_EVERY or not index):
+                    yield pending
+                    pending = []
+            if pending:
+                yield pending
+        finally:
+            if index:  # the caller stopped early (kill, error): free the engine for reuse
+                engine.abort_request([rid for _, rid in index.values()], internal=True)
+
+    def _generation(self, out: Any, params: GenParams) -> Generation:
+        after = re.compile(params.stop_after) if params.stop_after else None
+        done = out.outputs[0]
+        tokens = list(done.token_ids)
+        n = len(tokens)
+        reason = "length" if done.finish_reason == "length" else "stop"
+        if after is not None and after.search(done.text):
+            n = _first_match_prefix(self.tokenizer, tokens, after)
+            reason = "stop"
+        if n == len(tokens) and tokens and tokens[-1] in self.eos_ids:
+            n -= 1  # the EOS token is not part of the answer (as in the transformers backend)
+        return Generation(apply_stop_rules(done.text, params), reason, n)
+
+
+def _first_match_prefix(tokenizer: Any, tokens: list[int], rule: re.Pattern[str]) -> int:
+    """Fewest tokens whose text matches `rule`: where a regex-stopping engine would have stopped.
+
+    A match in a prefix stays a match in every longer prefix, so a binary search needs only
+    ~log2(n) decodes.
+    """
+
+    class Prefixes:
+        def __getitem__(self, k: int) -> bool:
+            return bool(rule.search(tokenizer.decode(tokens[: k + 1], skip_special_tokens=True)))
+
+        def __len__(self) -> int:
+            return len(tokens)
+
+    first = bisect.bisect_left(Prefixes(), True)  # type: ignore[call-overload]
+    return min(first + 1, len(tokens))
+
+
+def _gen_config(llm: Any) -> Any:
+    """The model's generation_config (its EOS ids), as vLLM read it."""
+    try:
+        from transformers import GenerationConfig
+
+        return GenerationConfig.from_pretrained(llm.llm_engine.model_config.model)
+    except OSError:
+        return None
+
+
+def _vllm_version() -> str:
+    import vllm
+
+    return str(vllm.__version__)
