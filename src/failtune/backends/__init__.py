@@ -134,7 +134,9 @@ class LazyBackend:
                 note(f"{e}; using transformers instead (--backend hf skips this attempt)")
         from failtune.backends.hf import HFBackend
 
-        hf_options = {k: self._options[k] for k in ("dtype", "device", "batch_size")}
+        hf_options = {
+            k: v for k, v in self._options.items() if k in ("dtype", "device", "batch_size")
+        }
         return HFBackend.load(self._spec, base=self._base, **hf_options)
 
 

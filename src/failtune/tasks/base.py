@@ -34,6 +34,9 @@ class Task(ABC):
     default_max_new_tokens: int = 256
     # Generation may stop once the text matches this (the answer has been given).
     stop_after: str | None = None
+    # The task maps a requested `train` split to its sources itself (code: MBPP's own splits),
+    # so the stable-hash holdout of tasks without a train split does not apply to it.
+    maps_train_split: bool = False
 
     @abstractmethod
     def load(self, split: str) -> list[Problem]: ...

@@ -34,6 +34,7 @@ class CodeTask(Task):
     """
 
     category = "code"
+    maps_train_split = True
     default_max_new_tokens = 512
     stop_after = CODE_STOP_AFTER
     train_sources: tuple[str, ...] = ()

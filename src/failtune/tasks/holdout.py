@@ -1,4 +1,4 @@
-"""A deterministic train/held-out cut for tasks that ship no train split (MMLU, HumanEval).
+"""A deterministic train/held-out cut for tasks that ship no train split (MMLU, custom files).
 
 Each problem goes to the held-out part by a stable hash (sha256) of its prompt text, never by
 position or a random seed, so the cut is the same on every machine and release. Hashing the text
@@ -20,7 +20,7 @@ DEFAULT_FRACTION = 0.2
 
 
 def needs_holdout(task: Task) -> bool:
-    return "train" not in task.splits
+    return "train" not in task.splits and not task.maps_train_split
 
 
 def source_split(task: Task) -> str:
