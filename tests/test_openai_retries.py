@@ -6,12 +6,11 @@ llama.cpp never sends 429 or 503 on purpose, so these statuses come from a scrip
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
+from servers import StubHandler, stub_server
 
 from failtune.backends import GenParams, generate_all
 from failtune.backends.openai import OpenAIBackend, ServerError
@@ -33,7 +32,7 @@ ANSWER = {
 }
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(StubHandler):
     statuses: ClassVar[list[int]] = []  # answered in turn, then 200
     bodies: ClassVar[list[dict]] = []  # the requests received
 
@@ -41,24 +40,14 @@ class Scripted(BaseHTTPRequestHandler):
         Scripted.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         status = Scripted.statuses.pop(0) if Scripted.statuses else 200
         body = ANSWER if status == 200 else {"error": {"message": f"status {status}"}}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(status, body)
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     Scripted.statuses, Scripted.bodies = [], []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with stub_server(Scripted) as url:
+        yield url
 
 
 def backend(url: str, **kw) -> OpenAIBackend:
