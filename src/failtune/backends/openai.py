@@ -259,6 +259,7 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
     """Render prompts with the served model's own chat template for the completions endpoint."""
     if not model:
         return None
+    from failtune.backends.hf import render as render_chat
     from failtune.models import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(model))
@@ -273,9 +274,7 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
     bos = tokenizer.bos_token if adds_bos else ""
 
     def render(prompt: str) -> str:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        text = render_chat(tokenizer, prompt)
         return text.removeprefix(bos) if bos else text
 
     return render
