@@ -36,7 +36,8 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         "batch_size",
         type=_positive_int,
         default=32,
-        help="prompts generated together (default 32); lower it if memory runs out",
+        help="answers decoded together (default 32) in a rolling batch: a finished answer's "
+        "slot goes to the next prompt at once; lower it if memory runs out",
     )
     _flag(
         p,

@@ -7,21 +7,20 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.backends.rolling import decode_greedy, use_grouped_attention
 from failtune.errors import FailtuneError
 from failtune.models import load_model, load_tokenizer, resolve_model
 
 _TAIL_TOKENS = 48  # how much of each sequence's end the stop check decodes per step
+_CHUNK_BATCHES = 8  # prompts per independently scheduled chunk, in batches: the resume unit
 
 
 class HFBackend:
-    """Generation with `model.generate`, batches sorted by prompt length to cut padding."""
+    """Greedy generation in rolling batches (backends.rolling), prompts sorted by length."""
 
-    # Batches are formed over all prompts and done ones skipped: left padding makes greedy output
-    # depend on the batch it ran in, so a resumed run must rebuild the same batches.
-    skips_done = True
+    skips_done = True  # given every prompt and the done ones, so resumed schedules match
 
     def __init__(
         self, model: Any, tokenizer: Any, *, batch_size: int = 32, label: str = ""
@@ -33,6 +32,7 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = eos_ids(model.generation_config, tokenizer)
+        use_grouped_attention(model)
         self.info = BackendInfo(
             backend="hf",
             model=label or str(getattr(model.config, "_name_or_path", "")),
@@ -40,6 +40,7 @@ class HFBackend:
                 "device": str(model.device),
                 "dtype": str(model.dtype).removeprefix("torch."),
                 "batch_size": batch_size,
+                "batching": "rolling",
                 "chat_template": bool(tokenizer.chat_template),
                 "revision": getattr(model.config, "_commit_hash", None),
             },
@@ -66,43 +67,40 @@ class HFBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        """Batches depend on all `prompts`; a batch whose indices are all in `skip` is not run."""
-        texts = [render(self.tokenizer, p) for p in prompts]
-        add_special = not self.tokenizer.chat_template  # templates already carry BOS etc.
-        lengths = [len(self.tokenizer(t, add_special_tokens=add_special).input_ids) for t in texts]
-        # Longest first: an out-of-memory batch fails at once, and similar lengths share a batch.
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if all(i in skip for i in idx):
-                continue
-            gens = self._generate([texts[i] for i in idx], params, add_special)
-            yield list(zip(idx, gens, strict=True))
+        """Prompts run in chunks of `_CHUNK_BATCHES` batches; a chunk all in `skip` is not run.
 
-    @torch.inference_mode()
-    def _generate(self, texts: list[str], params: GenParams, add_special: bool) -> list[Generation]:
-        enc = self.tokenizer(
-            texts, return_tensors="pt", padding=True, add_special_tokens=add_special
-        ).to(self.model.device)
-        prompt_len = enc.input_ids.shape[1]
-        stopper = _StopRules(self.tokenizer, prompt_len, params, self.eos_ids)
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([stopper]),
-        )
-        gens = []
-        for row, seq in enumerate(out[:, prompt_len:].tolist()):
-            n, reason = stopper.finished.get(row, (len(seq), "length"))
-            text = self.tokenizer.decode(seq[:n], skip_special_tokens=True)
-            gens.append(Generation(apply_stop_rules(text, params), reason, n))
-        return gens
+        A chunk with some prompts in `skip` runs whole (their answers are not yielded again):
+        a row's tokens depend on the rows it shared steps with, so a resumed run must repeat
+        the uninterrupted run's schedule to give the same answers.
+        """
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
+        # Longest first: an out-of-memory batch fails at once, and similar lengths prefill together.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        check = _StopCheck(self.tokenizer, params, self.eos_ids)
+        chunk = self.batch_size * _CHUNK_BATCHES
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            if all(i in skip for i in part):
+                continue
+            with torch.inference_mode():
+                for done in decode_greedy(
+                    self.model,
+                    [ids[i] for i in part],
+                    slots=self.batch_size,
+                    finished=check,
+                    pad_id=self.tokenizer.pad_token_id,
+                ):
+                    batch = [
+                        (part[j], self._generation(tokens, reason, params))
+                        for j, tokens, reason in done
+                        if part[j] not in skip
+                    ]
+                    if batch:
+                        yield batch
+
+    def _generation(self, tokens: list[int], reason: str, params: GenParams) -> Generation:
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Generation(apply_stop_rules(text, params), reason, len(tokens))
 
     @torch.inference_mode()
     def loglikelihood(
@@ -162,35 +160,26 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class _StopRules(StoppingCriteria):
-    """Per-row stop on EOS, literal stop strings or the `stop_after` regex; remembers when."""
+class _StopCheck:
+    """When a row is finished: EOS, a literal stop string, the `stop_after` regex, or the cap."""
 
-    def __init__(self, tokenizer: Any, prompt_len: int, params: GenParams, eos_ids: list[int]):
-        self.tokenizer, self.prompt_len, self.eos = tokenizer, prompt_len, set(eos_ids)
+    def __init__(self, tokenizer: Any, params: GenParams, eos_ids: list[int]):
+        self.tokenizer, self.eos = tokenizer, set(eos_ids)
         self.stop = params.stop
         self.after = re.compile(params.stop_after) if params.stop_after else None
         self.max_new = params.max_new_tokens
-        self.finished: dict[int, tuple[int, str]] = {}  # row -> (tokens kept, finish_reason)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        gen = input_ids[:, self.prompt_len :]
-        n = gen.shape[1]
-        done = torch.zeros(gen.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(gen.shape[0]):
-            if row in self.finished:
-                done[row] = True
-                continue
-            last = int(gen[row, -1])
-            if last in self.eos:
-                self.finished[row] = (n - 1, "stop")
-            elif (self.stop or self.after) and self._hit(gen[row, -_TAIL_TOKENS:]):
-                self.finished[row] = (n, "stop")
-            elif n >= self.max_new:
-                self.finished[row] = (n, "length")
-            done[row] = row in self.finished
-        return done
+    def __call__(self, tokens: list[int]) -> tuple[int, str] | None:
+        """(tokens kept, finish_reason) once finished, else None."""
+        if tokens[-1] in self.eos:
+            return len(tokens) - 1, "stop"
+        if (self.stop or self.after) and self._hit(tokens[-_TAIL_TOKENS:]):
+            return len(tokens), "stop"
+        if len(tokens) >= self.max_new:
+            return len(tokens), "length"
+        return None
 
-    def _hit(self, tail: torch.Tensor) -> bool:
+    def _hit(self, tail: list[int]) -> bool:
         text = self.tokenizer.decode(tail, skip_special_tokens=True)
         if any(s in text for s in self.stop):
             return True
