@@ -121,11 +121,13 @@ def tiny_config(tmp_path: Path, model: Path) -> Path:
 
 
 def test_run_skips_unchanged_steps_and_redoes_changed_ones(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tiny_config(tmp_path, tiny_model_dir)
     run = tmp_path / "run"
     assert main(["run", str(config), "--no-progress"]) == 0
+    log = capsys.readouterr().err  # without bars, a log still says where the run is
+    assert "round-1/train: started" in log and "round-1/validate: done in" in log
     state = json.loads((run / STATE).read_text())
     names = ["round-1/extract", "baseline", "round-1/train", "round-1/validate"]
     assert list(state["steps"]) == names

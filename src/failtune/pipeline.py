@@ -217,6 +217,8 @@ class Run:
             note(f"{name}: resuming")
         self.state["steps"][name] = {"hash": digest, "status": "running", "started": now()}
         self.save()
+        if not self.show_progress:  # logs still show where a long run is
+            note(f"{name}: started")
         t0 = time.perf_counter()
         info = work(*args)
         record = {
@@ -229,6 +231,8 @@ class Run:
         }
         self.state["steps"][name] = record
         self.save()
+        if not self.show_progress:
+            note(f"{name}: done in {record['seconds']:.0f} s")
         self._advance()
         return record
 
