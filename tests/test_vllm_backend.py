@@ -157,3 +157,20 @@ def test_extract_through_vllm(vllm_backend, tmp_path: Path) -> None:
     assert all(r["completion"] and r["completion_tokens"] for r in result.records)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 6
+
+
+def test_closing_the_engine_gives_torch_its_threads_back(vllm_backend, smollm2_folder) -> None:
+    """vLLM's CPU worker sets torch's thread count for itself; transformers work after the
+    engine closes (log-likelihood scoring after vLLM generation) must get every core back."""
+    import torch
+
+    from failtune.backends import vllm as engine
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to give back")
+    before = engine._TORCH_THREADS  # torch's count when the engine opened
+    assert before is not None and before > 1
+    torch.set_num_threads(1)  # what the worker may leave behind
+    engine.close_engine()
+    assert torch.get_num_threads() == before
+    vllm_backend.llm = engine.open_engine(str(smollm2_folder), max_lora_rank=LORA_RANK)

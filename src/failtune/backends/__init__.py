@@ -110,7 +110,10 @@ class LazyBackend:
                 "--mmlu-mode loglikelihood"
             )
         if self._opened is not None and not hasattr(self._opened, "loglikelihood"):
-            self._opened = None  # auto opened vLLM for generation; scoring needs transformers
+            from failtune.backends.vllm import close_engine
+
+            close_engine()  # auto opened vLLM for generation; scoring needs transformers
+            self._opened = None
         self._kind = "hf"
         return self._open().loglikelihood(requests)  # type: ignore[attr-defined]
 

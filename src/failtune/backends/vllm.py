@@ -38,6 +38,8 @@ FLUSH_EVERY = 16
 
 # One engine per process: a second vllm.LLM would fight the first for GPU memory.
 _ENGINE: tuple[tuple[Any, ...], Any] | None = None
+# vLLM's CPU worker sets the process's torch threads for itself; given back on close.
+_TORCH_THREADS: int | None = None
 
 
 def cpu_defaults() -> None:
@@ -97,7 +99,7 @@ def open_engine(
     An engine opened with LoRA support also serves the bare base model, so validating an
     adapter against its base needs one engine; any other change closes the old engine first.
     """
-    global _ENGINE
+    global _ENGINE, _TORCH_THREADS
     gpu = _has_gpu()
     if not gpu:
         cpu_defaults()
@@ -107,7 +109,10 @@ def open_engine(
         if max_lora_rank is None or (engine_rank is not None and engine_rank >= max_lora_rank):
             return _ENGINE[1]
     close_engine()
+    import torch
     from vllm import LLM
+
+    _TORCH_THREADS = torch.get_num_threads()
 
     options: dict[str, Any] = {}
     if max_lora_rank is not None:
@@ -144,11 +149,13 @@ def close_engine() -> None:
     del llm
     import gc
 
+    import torch
+
     gc.collect()
     if _has_gpu():
-        import torch
-
         torch.cuda.empty_cache()
+    if _TORCH_THREADS:  # transformers work after this runs on all cores again
+        torch.set_num_threads(_TORCH_THREADS)
 
 
 class VLLMBackend:
