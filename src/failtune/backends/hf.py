@@ -1,4 +1,4 @@
-"""Hugging Face transformers backend: batched greedy generation, left padding, stop rules."""
+"""Hugging Face transformers backend: greedy generation in rolling batches, stop rules."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ class HFBackend:
         if batch_size < 1:
             raise FailtuneError("--batch-size must be at least 1")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = eos_ids(model.generation_config, tokenizer)
