@@ -81,21 +81,20 @@ class HFBackend:
             part = order[start : start + chunk]
             if all(i in skip for i in part):
                 continue
-            with torch.inference_mode():
-                for done in decode_greedy(
-                    self.model,
-                    [ids[i] for i in part],
-                    slots=self.batch_size,
-                    finished=check,
-                    pad_id=self.tokenizer.pad_token_id,
-                ):
-                    batch = [
-                        (part[j], self._generation(tokens, reason, params))
-                        for j, tokens, reason in done
-                        if part[j] not in skip
-                    ]
-                    if batch:
-                        yield batch
+            for done in decode_greedy(
+                self.model,
+                [ids[i] for i in part],
+                slots=self.batch_size,
+                finished=check,
+                pad_id=self.tokenizer.pad_token_id,
+            ):
+                batch = [
+                    (part[j], self._generation(tokens, reason, params))
+                    for j, tokens, reason in done
+                    if part[j] not in skip
+                ]
+                if batch:
+                    yield batch
 
     def _generation(self, tokens: list[int], reason: str, params: GenParams) -> Generation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)

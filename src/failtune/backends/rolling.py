@@ -181,6 +181,7 @@ class _Batch:
             mine.join(theirs)  # type: ignore[attr-defined]
 
 
+@torch.inference_mode()  # on a generator: on while it runs, off while the caller has a batch
 def decode_greedy(
     model: Any,
     prompts: Sequence[Sequence[int]],
