@@ -114,6 +114,13 @@ def _generation_flags(p: argparse.ArgumentParser) -> None:
         default=20.0,
         help="code category: wall-clock seconds per program before it is killed (default 20)",
     )
+    _flag(
+        p,
+        "allow_unsandboxed_code",
+        action="store_true",
+        help="code category: where neither user namespaces nor Landlock are available, run "
+        "model-written code anyway, with only in-process guards (refused otherwise)",
+    )
     _task_flags(p)
     p.add_argument(
         "--no-resume",
@@ -548,6 +555,7 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "workers": args.workers,
         "timeout": args.sandbox_timeout,
         "include_test": getattr(args, "include_test", False),
+        "allow_unsandboxed_code": args.allow_unsandboxed_code,
     }
     options: dict[str, dict[str, Any]] = {
         "arith": arith,
@@ -556,7 +564,11 @@ def _task_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "mmlu": {"subjects": args.subjects, "mode": args.mmlu_mode},
     }
     if args.task_file:
-        options["custom"] = {"path": args.task_file, "grader": args.grader}
+        options["custom"] = {
+            "path": args.task_file,
+            "grader": args.grader,
+            "allow_unsandboxed_code": args.allow_unsandboxed_code,
+        }
     return options
 
 

@@ -22,7 +22,15 @@ from failtune.errors import FailtuneError
 from failtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
 from failtune.manifest import data_hashes, now, write_manifest
 from failtune.scoring import answer_batches
-from failtune.tasks import Problem, Task, TaskOptions, parse_categories, task_by_name, tasks_for
+from failtune.tasks import (
+    Problem,
+    Task,
+    TaskOptions,
+    parse_categories,
+    sandbox_of,
+    task_by_name,
+    tasks_for,
+)
 from failtune.tasks.holdout import DEFAULT_FRACTION, describe, split_problems
 
 RESULTS = "results.jsonl"
@@ -379,20 +387,21 @@ def extract(
         problems = load_problems(categories or "math", split, limit, task_options, holdout_fraction)
         sharding = shard_record(len(problems), num_shards, shard_index)
         problems = select_shard(problems, num_shards, shard_index)
-        if model is None:
-            if not model_path and backend != "openai":
-                raise FailtuneError("give --model_path, or --completions to grade existing outputs")
-            model = load_backend(
-                model_path or "",
-                backend=backend,
-                dtype=dtype,
-                device=device,
-                batch_size=batch_size,
-                server=server,
-                **(engine_options or {}),
-            )
     if not problems:
         raise FailtuneError("no problems to grade")
+    sandbox = sandbox_of(t for t, _ in problems)  # refuses unsandboxed code before a model loads
+    if completions is None and model is None:
+        if not model_path and backend != "openai":
+            raise FailtuneError("give --model_path, or --completions to grade existing outputs")
+        model = load_backend(
+            model_path or "",
+            backend=backend,
+            dtype=dtype,
+            device=device,
+            batch_size=batch_size,
+            server=server,
+            **(engine_options or {}),
+        )
     args = {
         "model_path": model_path,
         "output_dir": out,
@@ -422,6 +431,8 @@ def extract(
     }
     if sharding:
         manifest["sharding"] = sharding
+    if sandbox:
+        manifest["sandbox"] = sandbox
     write_manifest(out, "extract", args, status="running", **manifest)
     records = evaluate(
         problems,

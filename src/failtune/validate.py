@@ -18,7 +18,7 @@ from failtune.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.manifest import now, write_manifest
 from failtune.overlap import overlap_report
 from failtune.stats import bootstrap_delta_ci, mcnemar_exact
-from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions
+from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions, sandbox_of
 from failtune.tasks.holdout import DEFAULT_FRACTION
 
 VALIDATION = "validation.json"
@@ -229,6 +229,8 @@ def validate(
             inputs[name] = (problems, model)
         else:
             raise FailtuneError(f"give --{name} (a model) or --{name}-completions (a file)")
+    # Started now: code that cannot be sandboxed is refused before a model loads.
+    sandbox = sandbox_of(t for problems, _ in inputs.values() for t, _ in problems)
     trained = training_info(candidate, trained_categories, train_data)
     overlap = _check_overlap(trained, inputs, allow_overlap)
     sides: dict[str, dict[str, dict[str, Any]]] = {}
@@ -309,6 +311,7 @@ def validate(
         ),
         started=started,
         finished=now(),
+        **({"sandbox": sandbox} if sandbox else {}),
         cost={
             "wall_seconds": round(time.perf_counter() - t0, 2),
             "per_side_seconds": {k: round(v, 2) for k, v in seconds.items()},

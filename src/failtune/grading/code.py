@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from failtune.console import note
 from failtune.errors import FailtuneError
 from failtune.grading import Grade
-from failtune.grading.sandbox import Limits, Program, Sandbox
+from failtune.grading.sandbox import Limits, Program, Sandbox, Unsandboxed
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:\n[ \t]*```|\Z)", re.DOTALL)
 _PYTHON_TAGS = {"", "python", "python3", "py", "py3"}
@@ -81,14 +82,36 @@ def program_source(program: Program) -> str:
     return "\n".join(source for _, source in program)
 
 
+_announced: set[str] = set()
+
+
 @cache
-def shared_sandbox(workers: int | None, limits: Limits) -> Sandbox:
-    """One pool of warm workers per setting, shared by every code task, closed at exit."""
+def shared_sandbox(workers: int | None, limits: Limits, allow_unsandboxed: bool = False) -> Sandbox:
+    """One pool of warm workers per setting, shared by every code task, closed at exit.
+
+    Its isolation is printed once; where there is none it is refused unless allowed.
+    """
     if not sys.platform.startswith("linux"):
         raise FailtuneError("grading code needs Linux (the sandbox uses fork, pidfd, rlimits)")
-    sandbox = Sandbox(workers, limits)
+    try:
+        sandbox = Sandbox(workers, limits, allow_unsandboxed)
+    except Unsandboxed as e:
+        raise FailtuneError(str(e)) from None
     atexit.register(sandbox.close)
+    if sandbox.description not in _announced:
+        _announced.add(sandbox.description)
+        note(f"code sandbox: {sandbox.description}")
     return sandbox
+
+
+def sandbox_record(sandbox: Sandbox) -> dict[str, object]:
+    """What a manifest keeps of the isolation code was graded under."""
+    policy = sandbox.isolation
+    return {
+        "isolation": policy["level"],
+        "as_root": policy["as_root"],
+        "detail": sandbox.description,
+    }
 
 
 def grade_code_many(items: Sequence[tuple[str, CodeTests]], sandbox: Sandbox) -> list[Grade]:

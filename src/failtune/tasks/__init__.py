@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from failtune.errors import FailtuneError
@@ -58,6 +58,11 @@ def tasks_for(category: str, task_options: TaskOptions | None = None) -> list[Ta
     return [TASKS[n](**options.get(n, {})) for n in CATEGORIES.get(category, (category,))]
 
 
+def sandbox_of(tasks: Iterable[Task]) -> dict[str, Any] | None:
+    """The code sandbox these tasks grade in, for the manifest (None when they run no code)."""
+    return next((s for s in map(Task.sandbox, set(tasks)) if s is not None), None)
+
+
 def task_by_name(name: str, task_options: TaskOptions | None = None) -> Task:
     if name not in TASKS:
         raise FailtuneError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
@@ -74,6 +79,7 @@ __all__ = [
     "Task",
     "TaskOptions",
     "parse_categories",
+    "sandbox_of",
     "task_by_name",
     "tasks_for",
 ]

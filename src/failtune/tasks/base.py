@@ -52,6 +52,11 @@ class Task(ABC):
         """Files a split is read from, so the manifest can record their sha256."""
         return []
 
+    def sandbox(self) -> dict[str, object] | None:
+        """How the code this task's grading runs is isolated (None: it runs none). Starts the
+        sandbox, so a machine without one is refused before a model loads."""
+        return None
+
     def check_split(self, split: str) -> None:
         if split not in self.splits:
             raise FailtuneError(

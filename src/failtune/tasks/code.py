@@ -11,8 +11,8 @@ from typing import Any
 
 from failtune.errors import FailtuneError
 from failtune.grading import Grade
-from failtune.grading.code import CodeTests, grade_code_many, shared_sandbox
-from failtune.grading.sandbox import Limits
+from failtune.grading.code import CodeTests, grade_code_many, sandbox_record, shared_sandbox
+from failtune.grading.sandbox import Limits, Sandbox
 from failtune.tasks.base import Problem, Task
 
 CODE_FORMAT = "Reply with the complete Python code in a ```python code block."
@@ -41,7 +41,11 @@ class CodeTask(Task):
     data_file: Path
 
     def __init__(
-        self, workers: int | None = None, include_test: bool = False, timeout: float = 20.0
+        self,
+        workers: int | None = None,
+        include_test: bool = False,
+        timeout: float = 20.0,
+        allow_unsandboxed_code: bool = False,
     ) -> None:
         if workers is not None and workers < 1:
             raise FailtuneError("--workers must be a positive number")
@@ -49,6 +53,7 @@ class CodeTask(Task):
             raise FailtuneError("--sandbox-timeout must be a positive number of seconds")
         self.workers, self.include_test = workers, include_test
         self.limits = Limits(timeout=timeout)
+        self.allow_unsandboxed_code = allow_unsandboxed_code
 
     def sources(self, split: str) -> tuple[str, ...]:
         self.check_split(split)
@@ -85,9 +90,14 @@ class CodeTask(Task):
     def grade(self, problem: Problem, completion: str, finish_reason: str | None) -> Grade:
         return self.grade_many([(problem, completion, finish_reason)])[0]
 
+    def sandbox(self) -> dict[str, object]:
+        return sandbox_record(self._sandbox())
+
+    def _sandbox(self) -> Sandbox:
+        return shared_sandbox(self.workers, self.limits, self.allow_unsandboxed_code)
+
     def grade_many(self, items: Sequence[tuple[Problem, str, str | None]]) -> list[Grade]:
-        sandbox = shared_sandbox(self.workers, self.limits)
-        return grade_code_many([(c, self.tests_for(p)) for p, c, _ in items], sandbox)
+        return grade_code_many([(c, self.tests_for(p)) for p, c, _ in items], self._sandbox())
 
 
 @cache

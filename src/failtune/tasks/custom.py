@@ -17,10 +17,16 @@ from failtune.errors import FailtuneError
 from failtune.files import read_jsonl
 from failtune.grading import Grade
 from failtune.grading.choice import grade_choice, letters_for
-from failtune.grading.code import CodeTests, extract_code, grade_code_many, shared_sandbox
+from failtune.grading.code import (
+    CodeTests,
+    extract_code,
+    grade_code_many,
+    sandbox_record,
+    shared_sandbox,
+)
 from failtune.grading.math import MATH_FORMAT, grade_math
 from failtune.grading.numeric import grade_numeric
-from failtune.grading.sandbox import Limits
+from failtune.grading.sandbox import Limits, Sandbox
 from failtune.grading.text import TEXT_FORMAT, grade_exact, grade_regex
 from failtune.tasks.base import Problem, Task
 from failtune.tasks.code import CODE_FORMAT, CODE_STOP_AFTER, fenced
@@ -37,12 +43,18 @@ class CustomTask(Task):
     splits = ("test",)
     default_max_new_tokens = 320
 
-    def __init__(self, path: str | Path | None = None, grader: str = "exact") -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        grader: str = "exact",
+        allow_unsandboxed_code: bool = False,
+    ) -> None:
         if path is None:
             raise FailtuneError("custom/... problems need --task-file (and --grader)")
         if grader not in GRADERS:
             raise FailtuneError(f"unknown --grader {grader!r} (choose from: {', '.join(GRADERS)})")
         self.path, self.grader = Path(path), grader
+        self.allow_unsandboxed_code = allow_unsandboxed_code
         self.stop_after = {
             "numeric": MATH_STOP_AFTER,
             "choice": CHOICE_STOP_AFTER,
@@ -51,6 +63,14 @@ class CustomTask(Task):
 
     def data_files(self, split: str) -> list[Path]:
         return [self.path]
+
+    def sandbox(self) -> dict[str, object] | None:
+        if self.grader != "code":
+            return None
+        return sandbox_record(self._sandbox())
+
+    def _sandbox(self) -> Sandbox:
+        return shared_sandbox(None, Limits(), self.allow_unsandboxed_code)
 
     def load(self, split: str) -> list[Problem]:
         self.check_split(split)
@@ -61,8 +81,8 @@ class CustomTask(Task):
 
     def grade_many(self, items: Sequence[tuple[Problem, str, str | None]]) -> list[Grade]:
         if self.grader == "code":  # `answer` is test code, run after the program in the sandbox
-            sandbox = shared_sandbox(None, Limits())
-            return grade_code_many([(c, CodeTests(tests=p.expected)) for p, c, _ in items], sandbox)
+            tests = [(c, CodeTests(tests=p.expected)) for p, c, _ in items]
+            return grade_code_many(tests, self._sandbox())
         return [self._grade_fn(p)(c, f) for p, c, f in items]
 
     @cached_property
