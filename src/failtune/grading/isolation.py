@@ -195,30 +195,41 @@ def _under_any(path: str, tops: list[str]) -> bool:
 
 
 def _build_filesystem(hidden: list[str], keep: list[str]) -> None:
-    """Hide `hidden` under tmpfs, put `keep` back at its path, then make everything read-only
-    except a fresh tmpfs at WORK_ROOT."""
+    """Hide `hidden`, put `keep` back, then make everything read-only but a fresh WORK_ROOT."""
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
-    kept: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in keep if os.path.isdir(p)}, key=len):
-        if _under_any(path, hidden) and not _under_any(path, kept):
-            kept.append(path)
-    # Detached copies of what must stay readable, taken before the tmpfs hide it.
-    trees = [(path, _syscall(_OPEN_TREE, _AT_FDCWD, path.encode(),
-                             _OPEN_TREE_CLONE | _AT_RECURSIVE | os.O_CLOEXEC))
-             for path in kept]  # fmt: skip
+    _hide(hidden, keep)
     quiet = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
-    for path in hidden:
-        _mount("tmpfs", path, "tmpfs", quiet, "mode=0755,size=16m")
-    for path, fd in trees:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        _syscall(_MOVE_MOUNT, fd, b"", _AT_FDCWD, path.encode(), _MOVE_MOUNT_F_EMPTY_PATH)
-        os.close(fd)
     os.makedirs(WORK_ROOT, mode=0o755, exist_ok=True)
     with contextlib.suppress(OSError):  # a /proc of the new PID namespace, where allowed
         _mount("proc", "/proc", "proc", quiet)
     attr = struct.pack("=QQQQ", _MOUNT_ATTR_RDONLY, 0, 0, 0)
     _syscall(_MOUNT_SETATTR, _AT_FDCWD, b"/", _AT_RECURSIVE, attr, len(attr))
     _mount("tmpfs", WORK_ROOT, "tmpfs", quiet, "mode=0755,size=512m")
+
+
+def _hide(hidden: list[str], keep: list[str]) -> None:
+    """Cover each `hidden` dir with an empty tmpfs; what of `keep` lies beneath reappears at
+    its own path (a detached copy taken before the cover, moved onto it after)."""
+    kept: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in keep if os.path.isdir(p)}, key=len):
+        if _under_any(path, hidden) and not _under_any(path, kept):
+            kept.append(path)
+    flags = _OPEN_TREE_CLONE | _AT_RECURSIVE | os.O_CLOEXEC
+    trees = [(path, _syscall(_OPEN_TREE, _AT_FDCWD, path.encode(), flags)) for path in kept]
+    for path in hidden:
+        _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=0755,size=16m")
+    for path, fd in trees:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _syscall(_MOVE_MOUNT, fd, b"", _AT_FDCWD, path.encode(), _MOVE_MOUNT_F_EMPTY_PATH)
+        os.close(fd)
+
+
+def reveal_only(closed: list[str], keep: list[str]) -> None:
+    """As root, in a new private mount namespace: replace the `closed` dirs by ones anyone may
+    enter, holding only `keep` (lets an ordinary user run a Python installed under /root)."""
+    _check(_libc.unshare(_CLONE_NEWNS))
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    _hide([d for d in closed if not _under_any(os.path.dirname(d), closed)], keep)
 
 
 # ---------------------------------------------------------------- in each program's process

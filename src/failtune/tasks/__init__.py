@@ -60,7 +60,7 @@ def tasks_for(category: str, task_options: TaskOptions | None = None) -> list[Ta
 
 def sandbox_of(tasks: Iterable[Task]) -> dict[str, Any] | None:
     """The code sandbox these tasks grade in, for the manifest (None when they run no code)."""
-    return next((s for s in map(Task.sandbox, set(tasks)) if s is not None), None)
+    return next((s for s in (t.sandbox() for t in set(tasks)) if s is not None), None)
 
 
 def task_by_name(name: str, task_options: TaskOptions | None = None) -> Task:
