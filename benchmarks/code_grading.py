@@ -5,9 +5,14 @@ failtune's sandbox (warm forking workers, `--workers` in parallel) and with a pl
 that runs each program in its own `python` subprocess, one after the other, and counts it
 passed when it exits 0 after printing a sentinel placed after the last assert (openai/
 human-eval's pass rule, without its in-process guard). Prints both times, the speed-up, and
-whether the verdicts agree; figures are saved as JSON.
+whether the verdicts agree; figures are saved as JSON with the machine's load average.
 
     python benchmarks/code_grading.py --workers 2
+    python benchmarks/code_grading.py --workers 2 --isolation userns   # an ordinary user's path
+
+`--isolation userns` takes, even as root, the path an ordinary user's sandbox takes (a user
+namespace, capabilities dropped); `landlock` the one where user namespaces are refused. Run by
+an ordinary user, `auto` is already the unprivileged path.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from pathlib import Path
 
 from failtune.grading.code import build_program, extract_code, program_source
+from failtune.grading.isolation import FORCE_ENV
 from failtune.grading.sandbox import Limits, Sandbox
 from failtune.manifest import package_versions
 from failtune.tasks import MBPP, HumanEval
@@ -62,15 +68,24 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each set")
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument(
+        "--isolation",
+        choices=["auto", "userns", "landlock"],
+        default="auto",
+        help="the most the sandbox may use (userns: the unprivileged path even as root)",
+    )
+    parser.add_argument(
         "--output", default=str(Path(__file__).parent / "results" / "code_grading.json")
     )
     args = parser.parse_args()
+    if args.isolation != "auto":
+        os.environ[FORCE_ENV] = args.isolation
+    load_before = os.getloadavg()
     named = reference_programs(args.limit)
     ids, programs = [i for i, _ in named], [p for _, p in named]
 
     t0 = time.perf_counter()
     with Sandbox(args.workers, Limits(timeout=args.timeout)) as sandbox:
-        isolation = sandbox.isolation
+        isolation = {**sandbox.isolation, "detail": sandbox.description}
         outcomes = sandbox.run(programs)
     sandbox_seconds = time.perf_counter() - t0
 
@@ -95,6 +110,8 @@ def main() -> None:
         "mbpp_passed": sum(o for i, o in zip(ids, ours, strict=True) if i.startswith("mbpp")),
         "failed": failed,
         "isolation": isolation,
+        "uid": os.getuid(),
+        "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
         "platform": platform.platform(),
         "versions": package_versions(),
     }
@@ -103,7 +120,8 @@ def main() -> None:
     print(
         f"{len(programs)} programs: sandbox {sandbox_seconds:.1f} s at --workers {args.workers}, "
         f"baseline {baseline_seconds:.1f} s one at a time: {report['speedup']}x; "
-        f"passed {sum(ours)} vs {sum(plain)}; verdicts agree: {not disagree}"
+        f"passed {sum(ours)} vs {sum(plain)}; verdicts agree: {not disagree}; "
+        f"isolation {isolation['level']} (uid {os.getuid()}); load {load_before[0]:.2f}"
     )
     if failed:
         print("not passed:", failed)

@@ -89,28 +89,30 @@ def isolate_worker(force: str, home: str, keep: list[str]) -> dict:
     After namespaces are entered the worker forks: the child (pid 1 of the new PID namespace)
     returns and serves; the parent only waits for it and leaves with its status.
     """
-    root = os.geteuid() == 0 and force not in ("userns", "landlock", "none")
+    as_root = os.geteuid() == 0  # taken now: inside a user namespace everyone is uid 0
+    root = as_root and force not in ("userns", "landlock", "none")
     missing: list[str] = []
+    entered = False  # in new network and PID namespaces (pid 1), even if the mounts then fail
     if force not in ("landlock", "none"):
         try:
             _enter_namespaces(root)
+            entered = True
             _build_filesystem(_hidden_dirs(home), keep)
             return _policy("namespaces", root, missing, network=True, pids=True)
         except OSError as e:
             missing.append(_userns_refusal(e, root))
     else:
         missing.append(f"user namespaces not tried ({FORCE_ENV}={force})")
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)  # leftovers come back to the worker to be killed
     abi = landlock_abi() if force != "none" else 0
-    if abi:
-        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        return _policy("landlock", os.geteuid() == 0, missing, abi=abi)
-    missing.append(
-        f"Landlock is not usable ({FORCE_ENV}=none)"
-        if force == "none"
-        else "Landlock is not available (it needs Linux >= 5.13 with Landlock enabled)"
-    )
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-    return _policy("none", os.geteuid() == 0, missing)
+    if not abi:
+        missing.append(
+            f"Landlock is not usable ({FORCE_ENV}=none)"
+            if force == "none"
+            else "Landlock is not available (it needs Linux >= 5.13 with Landlock enabled)"
+        )
+    level = "landlock" if abi else "none"
+    return _policy(level, as_root, missing, network=entered, pids=entered, abi=abi)
 
 
 def _policy(
@@ -304,7 +306,7 @@ def kill_descendants() -> None:
     """Without a PID namespace: kill every process a program left (this worker is their
     subreaper, so even a program's daemonised grandchildren come back to it)."""
     for _ in range(1000):
-        children = _children(os.getpid())
+        children = _children()
         if not children:
             return
         for pid in children:
@@ -315,11 +317,11 @@ def kill_descendants() -> None:
                 os.waitpid(-1, 0)
 
 
-def _children(pid: int) -> list[int]:
+def _children() -> list[int]:
     found = []
     with contextlib.suppress(OSError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
                 found += [int(c) for c in f.read().split()]
     return found
 
