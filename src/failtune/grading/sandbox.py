@@ -13,8 +13,8 @@ sentinel after the last test ran. Isolation per program:
   read-only filesystem), else Landlock, else none, which `Sandbox` refuses unless allowed.
 
 This module imports only the standard library: the warm worker runs it as a script
-(`python -I sandbox.py`), so it must not need failtune on the path; it loads isolation.py by
-its path for the same reason.
+(`python -I sandbox.py`), so it must not need failtune on the path; it loads its two helpers,
+harness.py (inside the program) and isolation.py (the walls), by their path for that reason.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ if __package__:
     from failtune.grading import harness, isolation
 else:  # the worker: this file run as a script, failtune not importable, its siblings by path
     import importlib.util
+    import types
 
-    def _sibling(name: str):  # -> a module
+    def _sibling(name: str) -> types.ModuleType:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
         spec = importlib.util.spec_from_file_location("_failtune_" + name, path)
         assert spec is not None and spec.loader is not None
