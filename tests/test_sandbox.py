@@ -39,10 +39,10 @@ GONE_OR_REFUSED = REFUSED | {"runtime_error:FileNotFoundError"}  # hidden, read-
 
 def battery(spec: dict) -> list[tuple[str, str, set[str]]]:
     """(name, completion, acceptable reasons); a reason ending in ':' matches as a prefix."""
-    mark, canary, port = spec["mark"], spec["canary"], spec["port"]
-    package, venv = spec["package_file"], spec["venv_file"]
-    tree = os.path.dirname(canary)
-    outside = [f"/tmp/{mark}", f"/var/tmp/{mark}", f"/dev/shm/{mark}"]
+    return [*_limits_and_exits(), *_file_escapes(spec), *_other_escapes(spec), *_forgeries()]
+
+
+def _limits_and_exits() -> list[tuple[str, str, set[str]]]:
     return [
         ("infinite loop", "while True:\n    pass" + RIGHT, {"timeout"}),
         ("sleep", "import time\ntime.sleep(60)" + RIGHT, {"timeout"}),
@@ -80,6 +80,15 @@ def battery(spec: dict) -> list[tuple[str, str, set[str]]]:
             "def find_Volume(l, b, h):\n    raise SystemExit(0)",
             {"exited_early"},
         ),
+    ]
+
+
+def _file_escapes(spec: dict) -> list[tuple[str, str, set[str]]]:
+    mark, canary = spec["mark"], spec["canary"]
+    package, venv = spec["package_file"], spec["venv_file"]
+    tree = os.path.dirname(canary)
+    outside = [f"/tmp/{mark}", f"/var/tmp/{mark}", f"/dev/shm/{mark}"]
+    return [
         (
             "write outside the temp dir",
             "".join(f"open({p!r}, 'w').write('x')\n" for p in outside) + WRONG,
@@ -125,6 +134,13 @@ def battery(spec: dict) -> list[tuple[str, str, set[str]]]:
             f"open({package!r}, 'w')" + WRONG,
             REFUSED,
         ),
+    ]
+
+
+def _other_escapes(spec: dict) -> list[tuple[str, str, set[str]]]:
+    """The network, other processes, the grader's pipes and signals."""
+    mark, port = spec["mark"], spec["port"]
+    return [
         (
             "connect to the host through libc",
             "import ctypes, struct\nlibc = ctypes.CDLL(None, use_errno=True)\n"
@@ -192,6 +208,12 @@ def battery(spec: dict) -> list[tuple[str, str, set[str]]]:
             "time.sleep(0.2)" + WRONG,
             {"assertion_failed:"},
         ),
+    ]
+
+
+def _forgeries() -> list[tuple[str, str, set[str]]]:
+    """Programs that try to pass without being right."""
+    return [
         (
             "patch builtins",
             "import builtins\nbuiltins.AssertionError = KeyError\n"
