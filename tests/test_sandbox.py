@@ -426,8 +426,21 @@ def run_as_ordinary_user(user: pwd.struct_passwd, spec: dict) -> dict:
         "import json, sys\nfrom test_sandbox import grade_battery\n"
         "print(json.dumps(grade_battery(json.load(sys.stdin))))"
     )
+    try:
+        done = _run_as(user, closed, needed, child, spec)
+    except subprocess.SubprocessError:  # the mount namespace showing the interpreter failed
+        if not closed or os.environ.get("CI"):
+            raise
+        pytest.skip(f"{', '.join(closed)} closed to other users and no mount namespace allowed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _run_as(
+    user: pwd.struct_passwd, closed: list[str], needed: list[str], child: str, spec: dict
+) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([str(Path(failtune.__file__).parents[1]), str(Path(__file__).parent)])
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", child],
         input=json.dumps(spec),  # not in argv: the mark in a command line means a survivor
         env={"HOME": user.pw_dir, "PATH": "/usr/bin:/bin", "PYTHONPATH": path, "LANG": "C.UTF-8"},
@@ -437,8 +450,6 @@ def run_as_ordinary_user(user: pwd.struct_passwd, spec: dict) -> dict:
         text=True,
         timeout=900,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="already an ordinary user: see test_hostile_battery")
