@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -186,6 +187,8 @@ def test_cli_extract_and_validate_code_from_completions(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["problem_splits"] == {"humaneval": ["test"], "mbpp": ["test"]}
     assert set(manifest["data_sha256"]) == {"humaneval/HumanEval.jsonl.gz", "mbpp/mbpp.jsonl"}
+    sandbox = {"isolation": "namespaces", "as_root": os.geteuid() == 0}
+    assert {k: manifest["sandbox"][k] for k in sandbox} == sandbox
 
     val = tmp_path / "validate"
     code = main(
@@ -204,6 +207,8 @@ def test_cli_extract_and_validate_code_from_completions(
     )
     table = json.loads((val / "validation.json").read_text())["categories"]["code"]
     assert code == 0 and (table["wins"], table["losses"], table["ties_correct"]) == (1, 0, 1)
+    manifest = json.loads((val / "manifest.json").read_text())
+    assert {k: manifest["sandbox"][k] for k in sandbox} == sandbox
 
 
 def test_generation_stops_at_the_closing_fence_even_for_long_blocks() -> None:
