@@ -4,7 +4,7 @@ Every program is a completion for MBPP 14 (`find_Volume`) graded through the sam
 extraction (code extraction, program building, the sandbox), with a 2-second timeout. The
 battery runs as the user running the tests and, when that is root, again as an ordinary user
 (created here), because that is how most people run failtune. Over 450 lines because the
-battery is a table of some fifty hostile programs, kept in one place so every run sees them all.
+battery is a table of over forty hostile programs, kept in one place so every run sees them all.
 """
 
 from __future__ import annotations
