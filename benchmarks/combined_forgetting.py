@@ -49,7 +49,7 @@ def main() -> None:
             extract(
                 MODEL,
                 args.out / "extract" / category,
-                category,
+                categories=category,
                 limit=n,
                 task_options=options,
                 model=base,
@@ -81,7 +81,7 @@ def main() -> None:
     validation = validate(
         MODEL,
         candidate,
-        "arith,creativity",
+        categories="arith,creativity",
         output_dir=args.out / "validate",
         limit=args.test,
         task_options=options,

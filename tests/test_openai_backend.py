@@ -45,7 +45,7 @@ def run(server: LlamaServer, out: Path, **options) -> None:
     extract(
         MODEL_ALIAS,
         out,
-        "arith",
+        categories="arith",
         split=SPLIT,
         limit=LIMIT,
         max_new_tokens=MAX_TOKENS,
@@ -199,7 +199,7 @@ def test_validate_through_the_server(llama_server: LlamaServer, tmp_path: Path) 
     result = validate(
         MODEL_ALIAS,
         MODEL_ALIAS,
-        "arith",
+        categories="arith",
         output_dir=tmp_path,
         limit=3,
         max_new_tokens=MAX_TOKENS,

@@ -13,7 +13,8 @@ from failtune.backends import GenParams, generate_all, stream_remaining
 from failtune.cli import main
 from failtune.demo import demo_config
 from failtune.errors import FailtuneError
-from failtune.pipeline import STATE, load_config, parse_override, resolve_config
+from failtune.pipeline import STATE
+from failtune.runconfig import load_config, parse_override, resolve_config
 from failtune.tasks.arith import Arith
 from failtune.train import last_complete_checkpoint, train
 

@@ -146,7 +146,7 @@ def test_extract_through_vllm(vllm_backend, tmp_path: Path) -> None:
     result = extract(
         "builtin:smollm2",
         tmp_path,
-        "math",
+        categories="math",
         split="test",
         limit=6,
         max_new_tokens=96,

@@ -6,6 +6,7 @@ million tokens, and every figure comes with the assumptions it rests on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,3 +77,31 @@ def summarize_cost(
         api,
         assumptions,
     )
+
+
+@functools.cache
+def _tokenizer(model: str) -> Any:
+    from failtune.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(model))
+
+
+def token_counts(model: str, records: list[dict[str, Any]]) -> dict[str, int]:
+    """Measured tokens of an extraction: what a teacher API would be sent and would write."""
+    tokenizer = _tokenizer(model)
+    prompts = [r["prompt"] for r in records]
+    if tokenizer.chat_template:
+        rendered = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in rendered]
+    else:
+        lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    return {
+        "problems": len(records),
+        "prompt_tokens": sum(lengths),
+        "completion_tokens": sum(r["completion_tokens"] or 0 for r in records),
+    }

@@ -21,6 +21,7 @@ from failtune.console import note, progress_bar, warn
 from failtune.errors import FailtuneError
 from failtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
 from failtune.manifest import data_hashes, now, write_manifest
+from failtune.options import ExtractOptions, build, record, with_custom
 from failtune.scoring import answer_batches
 from failtune.tasks import (
     Problem,
@@ -339,34 +340,31 @@ def write_training_files(
 def extract(
     model_path: str | None = None,
     output_dir: str | Path = "failtune-out",
-    categories: str | list[str] | None = "math",
+    options: ExtractOptions | None = None,
     *,
-    split: str = "train",
-    limit: int | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int | None = None,
-    stop: tuple[str, ...] = (),
-    completions: str | Path | None = None,
-    resume: bool = True,
-    backend: str = "auto",
-    dtype: str = "auto",
-    device: str = "auto",
-    task_options: TaskOptions | None = None,
-    holdout_fraction: float = DEFAULT_FRACTION,
     model: Backend | None = None,
-    show_progress: bool = True,
+    task_options: TaskOptions | None = None,
     server: Mapping[str, Any] | None = None,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    engine_options: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+    **overrides: Any,
 ) -> ExtractResult:
     """Run a model (or read `completions`) over a benchmark split and keep its failures.
 
-    Pass an already opened backend as `model` to reuse loaded weights across calls; `server`
-    holds the options of `backend="openai"`. With `num_shards`, only every num_shards-th
-    problem from `shard_index` on is run; `failtune merge` joins the shards.
-    `engine_options` go to the vLLM engine (tensor_parallel_size, gpu_memory_utilization).
+    `options` (failtune.options.ExtractOptions; its fields may also be given as keywords) says
+    which problems and how to generate. Pass an already opened backend as `model` to reuse
+    loaded weights across calls. `task_options` adds constructor arguments per task, e.g.
+    {"arith": {"size": 20}}, and `server` arguments of backends.openai.OpenAIBackend.connect
+    beyond the options' own. With `num_shards`, only every num_shards-th problem from
+    `shard_index` on is run; `failtune merge` joins the shards.
     """
+    o = build(ExtractOptions, options, overrides)
+    categories = with_custom(o.categories, o.task_file, None)
+    split, limit, batch_size, max_new_tokens = o.split, o.limit, o.batch_size, o.max_new_tokens
+    stop, completions, resume, backend = tuple(o.stop), o.completions, o.resume, o.backend
+    dtype, device, holdout_fraction = o.dtype, o.device, o.holdout_fraction
+    num_shards, shard_index = o.num_shards, o.shard_index
+    task_options = o.task_options(task_options)
+    server, engine_options = {**o.server(), **(server or {})}, o.engine()
     started, t0 = now(), time.perf_counter()
     out = Path(output_dir)
     given: Mapping[str, Completion] | None = None
@@ -402,21 +400,8 @@ def extract(
             server=server,
             **(engine_options or {}),
         )
-    args = {
-        "model_path": model_path,
-        "output_dir": out,
-        "categories": categories,
-        "split": split,
-        "limit": limit,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "completions": completions,
-        "resume": resume,
-        "task_options": task_options,
-        "holdout_fraction": holdout_fraction,
-    }
-    if sharding:
-        args |= {"num_shards": num_shards, "shard_index": shard_index}
+    args = {"model_path": model_path, "output_dir": out, **record(o)}
+    args |= {"categories": categories, "task_options": task_options}
     files = sorted({f for t, p in problems for f in t.data_files(p.split)})
     splits_read: dict[str, set[str]] = {}
     for t, p in problems:

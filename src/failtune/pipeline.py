@@ -10,7 +10,6 @@ round is not significant.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -23,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from failtune.backends import Backend, LazyBackend
 from failtune.console import live_view, note, out
-from failtune.errors import FailtuneError
+from failtune.cost import token_counts
 from failtune.extract import RESULTS, RESULTS_SOURCE, evaluate, extract, load_problems
 from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now
 from failtune.models import resolve_model
+from failtune.options import SECTIONS
 from failtune.validate import VALIDATION, compare, validate
 
 if TYPE_CHECKING:
@@ -35,116 +35,6 @@ if TYPE_CHECKING:
 
 STATE = "run_state.json"
 BASELINE = "baseline"  # the base model graded once on the held-out problems, shared by rounds
-
-DEFAULTS: dict[str, Any] = {
-    "model": None,
-    "output_dir": "failtune-run",
-    "rounds": 1,
-    "seed": 0,
-    "tasks": {},  # per-task options, e.g. {"arith": {"size": 2000}}
-    "extract": {
-        "categories": "math",
-        "split": "train",
-        "limit": None,
-        "batch_size": 32,
-        "max_new_tokens": None,
-    },
-    "train": {
-        "num_train_epochs": 2.0,
-        "learning_rate": 2e-4,
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "lora_dropout": 0.05,
-        "batch_size": 8,
-        "gradient_accumulation_steps": 1,
-        "max_length": 1024,
-        "save_steps": 50,
-    },
-    "validate": {
-        "categories": None,  # default: the extracted categories
-        "split": "test",
-        "limit": None,
-        "batch_size": 32,
-        "max_new_tokens": None,
-        "gates": [],
-        "min_gain_p": 0.05,  # McNemar p a round must beat (vs the previous round) to go on
-    },
-    "cost": {"gpu_hourly_usd": None, "api_usd_per_mtok": None},
-}
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML run config (by suffix) into a plain dict."""
-    p = Path(path)
-    if not p.is_file():
-        raise FailtuneError(f"config file not found: {p}")
-    try:
-        if p.suffix == ".toml":
-            import tomllib  # Python 3.11+; YAML configs work on 3.10 too
-
-            data = tomllib.loads(p.read_text())
-        elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(p.read_text()) or {}
-        else:
-            raise FailtuneError(f"{p}: config files are .toml, .yaml or .yml")
-    except FailtuneError:
-        raise
-    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError: the user's file is broken
-        raise FailtuneError(f"{p}: not a valid config ({e})") from None
-    if not isinstance(data, dict):
-        raise FailtuneError(f"{p}: the config must be a table of keys")
-    return data
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`train.learning_rate=1e-4` → ("train.learning_rate", 0.0001); values read as YAML."""
-    import yaml
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise FailtuneError(f"--set {text!r}: write it as section.key=value")
-    return key.strip(), yaml.safe_load(value)
-
-
-def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -> dict[str, Any]:
-    """Defaults ← config file ← overrides (dotted keys); unknown keys are a user error."""
-    config = copy.deepcopy(DEFAULTS)
-    merged = copy.deepcopy(dict(data))
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        *parents, leaf = dotted.split(".")
-        node = merged
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    for key, value in merged.items():
-        if key not in config:
-            raise FailtuneError(f"unknown config key {key!r} (known: {', '.join(config)})")
-        if isinstance(config[key], dict) and key != "tasks":
-            if not isinstance(value, dict):
-                raise FailtuneError(f"config key {key!r} must be a table")
-            unknown = set(value) - set(config[key])
-            if unknown:
-                raise FailtuneError(
-                    f"unknown key(s) {', '.join(sorted(unknown))} in [{key}] "
-                    f"(known: {', '.join(config[key])})"
-                )
-            config[key].update(value)
-        else:
-            config[key] = value
-    if not config["model"]:
-        raise FailtuneError("the config needs a model (or pass --model)")
-    if not isinstance(config["rounds"], int) or config["rounds"] < 1:
-        raise FailtuneError("rounds must be a positive whole number")
-    if config["validate"]["categories"] is None:
-        config["validate"]["categories"] = config["extract"]["categories"]
-    config["tasks"] = {**config["tasks"]}
-    for name in ("arith",):  # generated tasks take the run's seed unless set per task
-        config["tasks"].setdefault(name, {}).setdefault("seed", config["seed"])
-    return config
 
 
 def input_hash(**inputs: Any) -> str:
@@ -271,189 +161,194 @@ def _seconds(state: Mapping[str, Any]) -> dict[str, float]:
     return {name: rec.get("seconds", 0.0) for name, rec in state["steps"].items()}
 
 
+@dataclass
+class _Round:
+    """Where round r reads and writes: its model (the base, or the last round's merged model)."""
+
+    r: int
+    dir: Path
+    model: str
+    upstream: str | None  # the train step that made `model`, for rounds after the first
+    last: bool
+
+    @property
+    def extract_dir(self) -> Path:
+        return self.dir / "extract"
+
+    @property
+    def adapter(self) -> Path:
+        return self.dir / "adapter"
+
+    @property
+    def validate_dir(self) -> Path:
+        return self.dir / "validate"
+
+
 def _rounds(run: Run) -> Path | None:
+    """Extract → (baseline, once) → train → validate, round after round, until one stops."""
     cfg = run.config
-    tasks = cfg["tasks"]
-    val = cfg["validate"]
-    base_model = cfg["model"]
-    model = base_model  # what round r extracts on
-    upstream: str | None = None
+    model, upstream = cfg["model"], None
     previous: Path | None = None  # the previous round's candidate results (None: the base)
     final: Path | None = None
-    baseline_dir = run.dir / BASELINE
     for r in range(1, cfg["rounds"] + 1):
-        rdir = run.dir / f"round-{r}"
-        last_round = r == cfg["rounds"]
+        rnd = _Round(r, run.dir / f"round-{r}", model, upstream, last=r == cfg["rounds"])
         run.view.update(run.view_task, description=f"run · round {r}/{cfg['rounds']}")
-
-        ex = cfg["extract"]
-        ex_dir = rdir / "extract"
-        problems = load_problems(ex["categories"], ex["split"], ex["limit"], tasks)
-        data_files = sorted({f for t, p in problems for f in t.data_files(p.split)})
-        run.step(
-            f"round-{r}/extract",
-            {
-                "section": ex,
-                "tasks": tasks,
-                "model": model,
-                "upstream": upstream,  # the training that made `model`, for rounds after the first
-                "data": _file_hashes(data_files),
-            },
-            [ex_dir / RESULTS, ex_dir / "manifest.json"],
-            [ex_dir],
-            _extract_step,
-            run,
-            model,
-            ex_dir,
-        )
-
+        _extract_round(run, rnd)
         if r == 1:
-            held_out = load_problems(val["categories"], val["split"], val["limit"], tasks)
-            run.step(
-                "baseline",
-                {"section": _generation_keys(val), "tasks": tasks, "model": base_model},
-                [baseline_dir / RESULTS],
-                [baseline_dir],
-                _grade_step,
-                run,
-                held_out,
-                base_model,
-                baseline_dir,
-                "base",
-            )
-
-        tr = cfg["train"]
-        adapter = rdir / "adapter"
-        training_files = sorted(ex_dir.glob("*_training_ready.jsonl"))
-        merge = not last_round
-        train_outputs = [adapter / "adapter_config.json", adapter / "adapter_model.safetensors"]
-        if merge:
-            train_outputs.append(adapter / "merged" / "config.json")
+            _baseline(run)
         training: dict[str, Any] = {}
-        run.step(
-            f"round-{r}/train",
-            {
-                "section": tr,
-                "model": model,
-                "seed": cfg["seed"],
-                "merge": merge,
-                "data": _file_hashes(training_files),
-            },
-            train_outputs,
-            [adapter],
-            _train_step,
-            run,
-            model,
-            ex_dir,
-            adapter,
-            merge,
-            training,
-        )
-
-        vdir = rdir / "validate"
-        run.step(
-            f"round-{r}/validate",
-            {
-                "section": val,
-                "tasks": tasks,
-                "base": sha256_file(baseline_dir / RESULTS),
-                "adapter": sha256_file(adapter / "adapter_model.safetensors"),
-            },
-            [vdir / VALIDATION],
-            [vdir],
-            _validate_step,
-            run,
-            base_model,
-            functools.partial(_candidate_backend, run, adapter, training),
-            baseline_dir,
-            vdir,
-        )
-        final = vdir / VALIDATION
-        outcome = json.loads(final.read_text())
-        decision = _decide(vdir / "candidate" / RESULTS, previous or baseline_dir / RESULTS, val)
-        gates_passed = all(g["passed"] for g in outcome["gates"])
-        go_on = gates_passed and decision["significant"] and not last_round
-        reason = (
-            "last round"
-            if last_round and gates_passed
-            else "a gate failed"
-            if not gates_passed
-            else "the gain over the previous round is not significant"
-            if not decision["significant"]
-            else "continuing"
-        )
-        run.state["rounds"].append(
-            {
-                "round": r,
-                "validation": str(final.relative_to(run.dir)),
-                "gates_passed": gates_passed,
-                "vs_previous": decision,
-                "next": "continue" if go_on else f"stop: {reason}",
-            }
-        )
-        run.save()
-        if not go_on:
-            if not last_round:
-                note(f"round {r}: stopping early, {reason}")
+        _train_round(run, rnd, training)
+        final = _validate_round(run, rnd, training)
+        if not _record_round(run, rnd, previous):
             break
-        previous = vdir / "candidate" / RESULTS
-        model = str(adapter / "merged")
+        previous = rnd.validate_dir / "candidate" / RESULTS
+        model = str(rnd.adapter / "merged")
         upstream = run.state["steps"][f"round-{r}/train"]["hash"]
     return final
 
 
+def _extract_round(run: Run, rnd: _Round) -> None:
+    ex, tasks = run.config["extract"], run.config["tasks"]
+    problems = load_problems(ex["categories"], ex["split"], ex["limit"], tasks)
+    data_files = sorted({f for t, p in problems for f in t.data_files(p.split)})
+    run.step(
+        f"round-{rnd.r}/extract",
+        {
+            "section": ex,
+            "tasks": tasks,
+            "model": rnd.model,
+            "upstream": rnd.upstream,
+            "data": _file_hashes(data_files),
+        },
+        [rnd.extract_dir / RESULTS, rnd.extract_dir / "manifest.json"],
+        [rnd.extract_dir],
+        _extract_step,
+        run,
+        rnd.model,
+        rnd.extract_dir,
+    )
+
+
+def _baseline(run: Run) -> None:
+    """The base model graded once on the held-out problems; every round compares with it."""
+    val, tasks, base_model = run.config["validate"], run.config["tasks"], run.config["model"]
+    held_out = load_problems(val["categories"], val["split"], val["limit"], tasks)
+    baseline_dir = run.dir / BASELINE
+    run.step(
+        "baseline",
+        {"section": _generation_keys(val), "tasks": tasks, "model": base_model},
+        [baseline_dir / RESULTS],
+        [baseline_dir],
+        _grade_step,
+        run,
+        held_out,
+        base_model,
+        baseline_dir,
+        "base",
+    )
+
+
+def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> None:
+    """Train on this round's failures; merged into a plain model when another round follows."""
+    adapter, merge = rnd.adapter, not rnd.last
+    outputs = [adapter / "adapter_config.json", adapter / "adapter_model.safetensors"]
+    if merge:
+        outputs.append(adapter / "merged" / "config.json")
+    run.step(
+        f"round-{rnd.r}/train",
+        {
+            "section": run.config["train"],
+            "model": rnd.model,
+            "seed": run.config["seed"],
+            "merge": merge,
+            "data": _file_hashes(sorted(rnd.extract_dir.glob("*_training_ready.jsonl"))),
+        },
+        outputs,
+        [adapter],
+        _train_step,
+        run,
+        rnd.model,
+        rnd.extract_dir,
+        adapter,
+        merge,
+        training,
+    )
+
+
+def _validate_round(run: Run, rnd: _Round, training: dict[str, Any]) -> Path:
+    baseline_dir = run.dir / BASELINE
+    run.step(
+        f"round-{rnd.r}/validate",
+        {
+            "section": run.config["validate"],
+            "tasks": run.config["tasks"],
+            "base": sha256_file(baseline_dir / RESULTS),
+            "adapter": sha256_file(rnd.adapter / "adapter_model.safetensors"),
+        },
+        [rnd.validate_dir / VALIDATION],
+        [rnd.validate_dir],
+        _validate_step,
+        run,
+        run.config["model"],
+        functools.partial(_candidate_backend, run, rnd.adapter, training),
+        baseline_dir,
+        rnd.validate_dir,
+    )
+    return rnd.validate_dir / VALIDATION
+
+
+def _record_round(run: Run, rnd: _Round, previous: Path | None) -> bool:
+    """Record the round's outcome in the run state; whether the next round should start."""
+    val = run.config["validate"]
+    outcome = json.loads((rnd.validate_dir / VALIDATION).read_text())
+    decision = _decide(
+        rnd.validate_dir / "candidate" / RESULTS, previous or run.dir / BASELINE / RESULTS, val
+    )
+    gates_passed = all(g["passed"] for g in outcome["gates"])
+    go_on = gates_passed and decision["significant"] and not rnd.last
+    if rnd.last and gates_passed:
+        reason = "last round"
+    elif not gates_passed:
+        reason = "a gate failed"
+    elif not decision["significant"]:
+        reason = "the gain over the previous round is not significant"
+    else:
+        reason = "continuing"
+    run.state["rounds"].append(
+        {
+            "round": rnd.r,
+            "validation": str((rnd.validate_dir / VALIDATION).relative_to(run.dir)),
+            "gates_passed": gates_passed,
+            "vs_previous": decision,
+            "next": "continue" if go_on else f"stop: {reason}",
+        }
+    )
+    run.save()
+    if not go_on and not rnd.last:
+        note(f"round {rnd.r}: stopping early, {reason}")
+    return go_on
+
+
 def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that change what a model generates (gates do not)."""
-    keys = ("categories", "split", "limit", "batch_size", "max_new_tokens")
+    keys = ("categories", "split", "limit", "batch_size", "max_new_tokens", "stop")
     return {k: section[k] for k in keys}
 
 
 def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
-    ex, tasks = run.config["extract"], run.config["tasks"]
+    ex = SECTIONS["extract"](**run.config["extract"], seed=run.config["seed"])
     result = extract(
         model,
         out_dir,
-        ex["categories"],
-        split=ex["split"],
-        limit=ex["limit"],
-        batch_size=ex["batch_size"],
-        max_new_tokens=ex["max_new_tokens"],
-        task_options=tasks,
-        model=run.backend(model, ex["batch_size"]),
+        ex,
+        model=run.backend(model, ex.batch_size),
+        task_options=run.config["tasks"],
         show_progress=run.show_progress,
     )
     return {
         "summary": result.summary,
         "failures": sum(s["n"] - s["correct"] for s in result.summary.values()),
-        **_token_counts(model, result.records),
-    }
-
-
-@functools.cache
-def _tokenizer(model: str) -> Any:
-    from failtune.models import load_tokenizer
-
-    return load_tokenizer(resolve_model(model))
-
-
-def _token_counts(model: str, records: list[dict[str, Any]]) -> dict[str, int]:
-    """Measured tokens of an extraction: what a teacher API would be sent and would write."""
-    tokenizer = _tokenizer(model)
-    prompts = [r["prompt"] for r in records]
-    if tokenizer.chat_template:
-        rendered = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in rendered]
-    else:
-        lengths = [len(tokenizer(p).input_ids) for p in prompts]
-    return {
-        "problems": len(records),
-        "prompt_tokens": sum(lengths),
-        "completion_tokens": sum(r["completion_tokens"] or 0 for r in records),
+        **token_counts(model, result.records),
     }
 
 
@@ -464,6 +359,7 @@ def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str)
         out_dir,
         backend=run.backend(model, val["batch_size"]),
         max_new_tokens=val["max_new_tokens"],
+        stop=tuple(val["stop"]),
         show_progress=run.show_progress,
         label=label,
     )
@@ -473,20 +369,18 @@ def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str)
 def _train_step(
     run: Run, model: str, ex_dir: Path, adapter: Path, merge: bool, keep: dict[str, Any]
 ) -> dict[str, Any]:
-    from failtune.train import train
+    from failtune.train import train, view_callback
 
-    tr = dict(run.config["train"])
+    options = SECTIONS["train"](**run.config["train"], seed=run.config["seed"], merge=merge)
     # Weights opened for generation are not needed again in this round: free them for training.
     run.backends.clear()
     result = train(
         model,
         ex_dir / "*_training_ready.jsonl",
         adapter,
-        seed=run.config["seed"],
-        merge=merge,
+        options,
         show_progress=False,
-        callbacks=[_loss_callback(run)],
-        **tr,
+        callbacks=[view_callback(run.view)],
     )
     keep["result"] = result
     # HF's train_loss averages only the steps run by the last process; the log history is kept
@@ -497,33 +391,6 @@ def _train_step(
         "steps": result.metrics.get("steps"),
         "last_logged_loss": losses[-1] if losses else None,
     }
-
-
-def _loss_callback(run: Run) -> Any:
-    """Feeds training steps and loss into the run's live view (HF's own bar is turned off)."""
-    from transformers import TrainerCallback
-
-    view = run.view
-
-    class _Progress(TrainerCallback):
-        task: Any = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.task = view.add_task(
-                "train", total=state.max_steps, completed=state.global_step, info=""
-            )
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            view.update(self.task, completed=state.global_step)
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs:
-                view.update(self.task, info=f"loss {logs['loss']:.4f}")
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            view.remove_task(self.task)
-
-    return _Progress()
 
 
 def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Backend:
@@ -556,17 +423,11 @@ def _validate_step(
     base_copy.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS, RESULTS_SOURCE):
         shutil.copyfile(baseline_dir / name, base_copy / name)
+    options = SECTIONS["validate"](**val, output_dir=str(vdir), seed=run.config["seed"])
     result = validate(
         base_model,
         candidate(),  # opened only now: the adapter exists once the train step is done
-        val["categories"],
-        output_dir=vdir,
-        split=val["split"],
-        limit=val["limit"],
-        gates=val["gates"],
-        batch_size=val["batch_size"],
-        max_new_tokens=val["max_new_tokens"],
-        seed=run.config["seed"],
+        options,
         task_options=run.config["tasks"],
         show_progress=run.show_progress,
     )

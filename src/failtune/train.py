@@ -20,6 +20,7 @@ from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now, write_manifest
 from failtune.mixing import mix_examples
 from failtune.models import TRAIN_META, load_model, load_tokenizer, pick_device, resolve_model
+from failtune.options import TrainOptions, build, record
 
 LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
 
@@ -91,64 +92,50 @@ def train(
     model_name: str,
     dataset_path: str | Path,
     output_dir: str | Path = "failtune-adapter",
+    options: TrainOptions | None = None,
     *,
-    num_train_epochs: float = 2.0,
-    learning_rate: float = 2e-4,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
-    batch_size: int = 8,
-    gradient_accumulation_steps: int = 1,
-    max_length: int = 1024,
-    merge: bool = False,
-    seed: int = 0,
-    dtype: str = "auto",
-    device: str = "auto",
-    save_steps: int = 200,
-    mix: str = "proportional",
-    replay: str | Path | None = None,
-    replay_ratio: float = 0.2,
-    resume: bool = True,
     show_progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
     callbacks: list[Any] | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
 
-    `dataset_path` may be a glob over several categories' files, combined by `mix`; `replay`
-    adds already-solved examples as `replay_ratio` of the set (failtune.mixing).
-    `loaded` passes (model, tokenizer) of `model_name` already in memory, to skip a reload; the
-    adapter is then injected into that model. `callbacks` (TrainerCallback) report progress.
+    `options` (failtune.options.TrainOptions; its fields may also be given as keywords) holds
+    the hyperparameters. `dataset_path` may be a glob over several categories' files, combined
+    by `mix`; `replay` adds already-solved examples as `replay_ratio` of the set
+    (failtune.mixing). `loaded` passes (model, tokenizer) of `model_name` already in memory, to
+    skip a reload; the adapter is then injected into that model. `callbacks` (TrainerCallback)
+    report progress.
     """
     import torch
     from datasets import Dataset, disable_progress_bars
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    if num_train_epochs <= 0 or learning_rate <= 0 or lora_r < 1 or batch_size < 1:
-        raise FailtuneError("epochs, learning rate, LoRA rank and batch size must be positive")
-    warning = lr_warning(learning_rate)
+    o = build(TrainOptions, options, overrides)
+    warning = lr_warning(o.learning_rate)
     if warning:
         warn(warning)
     started, t0 = now(), time.perf_counter()
     per_file = read_training_files(dataset_path)
-    replay_rows = next(iter(read_training_files(replay).values())) if replay else None
-    examples, mixture = mix_examples(per_file, mix, replay_rows, replay_ratio, seed)
-    files = list(per_file) + ([Path(replay)] if replay else [])
+    replay_rows = next(iter(read_training_files(o.replay).values())) if o.replay else None
+    examples, mixture = mix_examples(per_file, o.mix, replay_rows, o.replay_ratio, o.seed)
+    files = list(per_file) + ([Path(o.replay)] if o.replay else [])
     ref = resolve_model(model_name)
     out = Path(output_dir)
     if loaded is not None:
         model, tokenizer = loaded
         device = str(model.device)
     else:
-        device = pick_device(device)
+        device = pick_device(o.device)
         tokenizer = load_tokenizer(ref)
-        model = load_model(ref, dtype=dtype, device=device)
+        model = load_model(ref, dtype=o.dtype, device=device)
     model.train()
     disable_progress_bars()  # dataset preparation takes a second; the training bar has the ETA
     warnings.filterwarnings("ignore", message="Could not find a config file")  # GGUF bases
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
-    steps_per_epoch = math.ceil(len(rows) / (batch_size * gradient_accumulation_steps))
+    steps_per_epoch = math.ceil(len(rows) / (o.batch_size * o.gradient_accumulation_steps))
     note(
         f"training on {len(rows)} examples from {len(files)} file(s), "
         f"{steps_per_epoch} steps per epoch"
@@ -163,19 +150,19 @@ def train(
     )
     config = SFTConfig(
         output_dir=str(out / "checkpoints"),
-        num_train_epochs=num_train_epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        max_length=max_length,
+        num_train_epochs=o.num_train_epochs,
+        learning_rate=o.learning_rate,
+        per_device_train_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.gradient_accumulation_steps,
+        max_length=o.max_length,
         lr_scheduler_type="cosine",
-        warmup_steps=int(0.03 * steps_per_epoch * num_train_epochs),  # none on tiny runs
+        warmup_steps=int(0.03 * steps_per_epoch * o.num_train_epochs),  # none on tiny runs
         logging_steps=max(1, min(10, steps_per_epoch // 2)),
         save_strategy="steps",
-        save_steps=save_steps,
+        save_steps=o.save_steps,
         save_total_limit=2,
-        seed=seed,
-        data_seed=seed,
+        seed=o.seed,
+        data_seed=o.seed,
         bf16=on_gpu and model.dtype == torch.bfloat16,
         fp16=False,
         **{checkpointing: on_gpu},
@@ -186,9 +173,9 @@ def train(
         packing=False,
     )
     peft_config = LoraConfig(
-        r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
+        r=o.lora_r,
+        lora_alpha=o.lora_alpha,
+        lora_dropout=o.lora_dropout,
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
@@ -204,7 +191,7 @@ def train(
         from transformers import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    last = last_complete_checkpoint(out / "checkpoints") if resume else None
+    last = last_complete_checkpoint(out / "checkpoints") if o.resume else None
     if last:
         note(f"resuming training from {last}")
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -216,35 +203,19 @@ def train(
         "log_history": trainer.state.log_history,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    replay_file = {"replay_file": str(replay)} if replay else {}
+    replay_file = {"replay_file": str(o.replay)} if o.replay else {}
     atomic_write_json(out / TRAIN_META, {"base_model": model_name, **mixture, **replay_file})
     trained = trainer.model.eval()
     merged_dir = None
-    if merge:
+    if o.merge:
         merged_dir = out / "merged"
         trained = _merge(trained, tokenizer, merged_dir)
     seconds = time.perf_counter() - t0
     write_manifest(
         out,
         "train",
-        {
-            "model_name": model_name,
-            "dataset_path": str(dataset_path),
-            "output_dir": out,
-            "num_train_epochs": num_train_epochs,
-            "learning_rate": learning_rate,
-            "lora_r": lora_r,
-            "lora_alpha": lora_alpha,
-            "lora_dropout": lora_dropout,
-            "batch_size": batch_size,
-            "gradient_accumulation_steps": gradient_accumulation_steps,
-            "max_length": max_length,
-            "merge": merge,
-            "seed": seed,
-            "mix": mix,
-            "replay": str(replay) if replay else None,
-            "replay_ratio": replay_ratio,
-        },
+        {"model_name": model_name, "dataset_path": str(dataset_path), "output_dir": out}
+        | record(o),
         model=ref.label,
         device=device,
         started=started,
@@ -306,3 +277,28 @@ def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
     merged.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     return merged
+
+
+def view_callback(view: Any) -> Any:
+    """Feeds training steps and loss into a live view (console.live_view; HF's bar is off)."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        task: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.task = view.add_task(
+                "train", total=state.max_steps, completed=state.global_step, info=""
+            )
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            view.update(self.task, completed=state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                view.update(self.task, info=f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            view.remove_task(self.task)
+
+    return _Progress()

@@ -16,10 +16,10 @@ from failtune.extract import evaluate, holdouts, load_problems, read_completions
 from failtune.files import atomic_write_json
 from failtune.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.manifest import now, write_manifest
+from failtune.options import ValidateOptions, build, record, with_custom
 from failtune.overlap import overlap_report
 from failtune.stats import bootstrap_delta_ci, mcnemar_exact
 from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions, sandbox_of
-from failtune.tasks.holdout import DEFAULT_FRACTION
 
 VALIDATION = "validation.json"
 # The seed plan states its success criteria as shares ("wins ≥ 16 %"), so gates read these as rates.
@@ -158,48 +158,42 @@ def _category_of_id(problem_id: str) -> str:
 def validate(
     base: str | Backend | None = None,
     candidate: str | Backend | None = None,
-    categories: str | list[str] | None = "math",
+    options: ValidateOptions | None = None,
     *,
-    output_dir: str | Path = "failtune-validation",
-    split: str = "test",
-    limit: int | None = None,
-    base_completions: str | Path | None = None,
-    candidate_completions: str | Path | None = None,
-    gates: Sequence[str] = (),
-    allow_train_split: bool = False,
-    batch_size: int = 32,
-    max_new_tokens: int | None = None,
-    stop: tuple[str, ...] = (),
-    backend: str = "auto",
-    dtype: str = "auto",
-    device: str = "auto",
-    resume: bool = True,
-    n_boot: int = 10_000,
-    seed: int = 0,
     task_options: TaskOptions | None = None,
-    holdout_fraction: float = DEFAULT_FRACTION,
-    trained_categories: Sequence[str] | str | None = None,
-    train_data: str | None = None,
-    allow_overlap: bool = False,
-    show_progress: bool = True,
     server: Mapping[str, Any] | None = None,
-    against: str | Path | None = None,
-    judge_url: str | None = None,
-    judge_model: str | None = None,
-    engine_options: Mapping[str, Any] | None = None,
+    show_progress: bool = True,
+    **overrides: Any,
 ) -> ValidationResult:
     """Grade base and candidate on the same held-out problems and compare them pair by pair.
 
     Each side is either a model (hub id, folder, GGUF, LoRA adapter, or an opened Backend) or a
     completions file; the graded results are kept under `output_dir/base` and
-    `output_dir/candidate` and a rerun resumes them. Categories the candidate was not trained
-    on (its failtune_train.json, or `trained_categories`) are reported as forgetting checks;
-    the training instructions (from that record, or the `train_data` glob) are checked for
-    13-gram overlap with the evaluation prompts (failtune.forgetting, failtune.overlap).
+    `output_dir/candidate` and a rerun resumes them. `options` (failtune.options.ValidateOptions;
+    its fields may also be given as keywords) holds the rest; `task_options` and `server` add
+    constructor and connection arguments, as for extract. Categories the candidate was not
+    trained on (its failtune_train.json, or `trained_categories`) are reported as forgetting
+    checks; the training instructions (from that record, or the `train_data` glob) are checked
+    for 13-gram overlap with the evaluation prompts (failtune.forgetting, failtune.overlap).
     `against` compares the candidate with a reference model's completions file instead of the
-    base; `judge_url`/`judge_model` also ask an OpenAI-compatible judge which answer of each pair
-    is better (gates can use `judge.*`).
+    base; `judge_url`/`judge_model` also ask an OpenAI-compatible judge which answer of each
+    pair is better (gates can use `judge.*`).
     """
+    o = build(ValidateOptions, options, overrides)
+    categories = with_custom(o.categories, o.task_file, "math")
+    output_dir, split, limit, gates = o.output_dir, o.split, o.limit, o.gates
+    base_completions, candidate_completions = o.base_completions, o.candidate_completions
+    against, judge_url, judge_model = o.against, o.judge_url, o.judge_model
+    allow_train_split, allow_overlap, resume = o.allow_train_split, o.allow_overlap, o.resume
+    batch_size, max_new_tokens, stop = o.batch_size, o.max_new_tokens, tuple(o.stop)
+    backend, dtype, device, n_boot, seed = o.backend, o.dtype, o.device, o.n_boot, o.seed
+    holdout_fraction, trained_categories, train_data = (
+        o.holdout_fraction,
+        o.trained_categories,
+        o.train_data,
+    )
+    task_options = o.task_options(task_options)
+    server, engine_options = {**o.server(), **(server or {})}, o.engine()
     if against is not None:
         if base is not None or base_completions is not None:
             raise FailtuneError("give either --against (a reference's completions) or a base")
@@ -223,8 +217,6 @@ def validate(
             given, problems = read_completions(Path(completions), task_options)
             inputs[name] = (problems, given)
         elif model is not None:
-            if categories is None:
-                raise FailtuneError("give --categories to validate a model")
             problems = load_problems(categories, split, limit, task_options, holdout_fraction)
             inputs[name] = (problems, model)
         else:
@@ -295,16 +287,10 @@ def validate(
         {
             "base": _describe(base, base_completions),
             "candidate": _describe(candidate, candidate_completions),
+            **record(o),
             "categories": categories,
-            "split": split,
-            "limit": limit,
-            "gates": list(gates),
-            "holdout_fraction": holdout_fraction,
             "trained_categories": trained.categories,
             "train_files": [str(f) for f in trained.files],
-            "allow_overlap": allow_overlap,
-            "n_boot": n_boot,
-            "seed": seed,
         },
         holdout=holdouts(
             [p for problems, _ in inputs.values() for p in problems], holdout_fraction

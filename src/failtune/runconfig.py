@@ -1,0 +1,153 @@
+"""The `failtune run` config: read a TOML/YAML file, apply overrides, check all of it up front.
+
+The tables and their keys come from failtune.options (one declaration per option). Checking
+happens before any step starts: every unknown key, wrong type, out-of-range value, unknown
+category or split, unreadable gate, missing file and unresolvable model is listed in one error,
+and nothing is written or loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from failtune import checks, options
+from failtune.errors import FailtuneError
+from failtune.tasks import TASKS
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or YAML run config (by suffix) into a plain dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise FailtuneError(f"config file not found: {p}")
+    try:
+        if p.suffix == ".toml":
+            import tomllib  # Python 3.11+; YAML configs work on 3.10 too
+
+            data = tomllib.loads(p.read_text())
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(p.read_text()) or {}
+        else:
+            raise FailtuneError(f"{p}: config files are .toml, .yaml or .yml")
+    except FailtuneError:
+        raise
+    except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError: the user's file is broken
+        raise FailtuneError(f"{p}: not a valid config ({e})") from None
+    if not isinstance(data, dict):
+        raise FailtuneError(f"{p}: the config must be a table of keys")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.learning_rate=1e-4` → ("train.learning_rate", 0.0001); values read as YAML."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise FailtuneError(f"--set {text!r}: write it as section.key=value")
+    return key.strip(), yaml.safe_load(value)
+
+
+def defaults() -> dict[str, Any]:
+    """Every key of a run config with its default value."""
+    return {
+        **options.defaults(options.RunOptions),
+        "tasks": {},  # per-task options, e.g. {"arith": {"size": 2000}}
+        **{name: options.defaults(cls, run_only=True) for name, cls in options.SECTIONS.items()},
+    }
+
+
+def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -> dict[str, Any]:
+    """Defaults ← config file ← overrides (dotted keys), checked whole; raises listing every
+    problem."""
+    merged = _apply_overrides(data, overrides)
+    config = copy.deepcopy(defaults())
+    for key, value in merged.items():
+        if key in options.SECTIONS:
+            config[key].update(value if isinstance(value, Mapping) else {})
+        elif key in config:
+            config[key] = value
+    problems = _shape_problems(merged) + _meaning_problems(config)
+    checks.raise_all(problems, "the run config")
+    if config["extract"]["categories"] is None:
+        config["extract"]["categories"] = "math"
+    if config["validate"]["categories"] is None:
+        config["validate"]["categories"] = config["extract"]["categories"]
+    config["tasks"] = {name: dict(values) for name, values in config["tasks"].items()}
+    for name in ("arith",):  # generated tasks take the run's seed unless set per task
+        config["tasks"].setdefault(name, {}).setdefault("seed", config["seed"])
+    return config
+
+
+def _apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(data))
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for part in parents:
+            if not isinstance(node.get(part, {}), dict):
+                raise FailtuneError(f"--set {dotted}: {part} is not a table")
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return merged
+
+
+def _shape_problems(merged: Mapping[str, Any]) -> list[str]:
+    """Unknown keys, types, ranges, choices and files, table by table."""
+    top = {k: v for k, v in merged.items() if k not in options.SECTIONS and k != "tasks"}
+    problems = options.check_values(options.RunOptions, top, "")
+    for name, cls in options.SECTIONS.items():
+        table = merged.get(name, {})
+        if not isinstance(table, Mapping):
+            problems.append(f"[{name}] must be a table of keys")
+            continue
+        problems += options.check_values(cls, table, name)
+    if "tasks" in merged:
+        problems += checks.task_table_problems(merged["tasks"])
+    if not merged.get("model"):
+        problems.append("the config needs a model (or pass --model)")
+    return problems
+
+
+def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
+    """Categories, splits, gates and the model; a value of the wrong type is left to
+    `_shape_problems`, which has already named it."""
+    tasks = _usable_tasks(config["tasks"])
+    tasks["arith"] = {"seed": config["seed"], **tasks.get("arith", {})}
+    ex, val = config["extract"], config["validate"]
+    found = []
+    ex_categories = ex["categories"] or "math"
+    val_categories = val["categories"] or ex_categories
+    for name, section, categories in (
+        ("extract", ex, ex_categories),
+        ("validate", val, val_categories),
+    ):
+        if isinstance(categories, str) and isinstance(section["split"], str):
+            found += checks.category_problems(categories, section["split"], tasks, f"[{name}]")
+    gates = val["gates"]
+    if isinstance(gates, list) and all(isinstance(g, str) for g in gates):
+        categories = val_categories if isinstance(val_categories, str) else None
+        found += checks.gate_problems(gates, categories, judge=False)
+    if isinstance(config["model"], str) and config["model"]:
+        found += checks.model_problems(config["model"], "model")
+    return found
+
+
+def _usable_tasks(tasks: Any) -> dict[str, dict[str, Any]]:
+    """The task options that can be used as they are (the others are reported on their own)."""
+    if not isinstance(tasks, Mapping):
+        return {}
+    usable = {}
+    for name, values in tasks.items():
+        if name in TASKS and isinstance(values, Mapping):
+            accepted = inspect.signature(TASKS[name].__init__).parameters
+            usable[name] = {k: v for k, v in values.items() if k in accepted and k != "self"}
+    return usable
