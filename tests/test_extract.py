@@ -189,7 +189,10 @@ def test_bad_completions_one_clear_sentence(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["extract", "--completions", "missing.jsonl", "--output_dir", "o"], "file not found"),
+        (
+            ["extract", "--completions", "missing.jsonl", "--output_dir", "o"],
+            "--completions names missing.jsonl, which does not exist",
+        ),
         (
             [
                 "extract",

@@ -118,8 +118,8 @@ def test_different_models_or_splits_are_never_mixed(tmp_path: Path, scripted, sh
         merge([whole], tmp_path / "merged")
 
 
-def test_bad_shard_flags() -> None:
-    with pytest.raises(SystemExit):
-        main(["extract", "--model_path", "x", "--output_dir", "o", "--num-shards", "0"])
+def test_bad_shard_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", "--model_path", "x", "--output_dir", "o", "--num-shards", "0"]) == 2
+    assert "--num-shards must be at least 1, got 0" in capsys.readouterr().err
     with pytest.raises(FailtuneError, match="between 0 and 3"):
         extract("builtin:smollm2", "unused", num_shards=4, shard_index=4)

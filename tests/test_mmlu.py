@@ -77,7 +77,7 @@ def test_extract_records_the_holdout_in_the_manifest(tmp_path, scripted) -> None
     result = extract(
         None,
         tmp_path,
-        "creativity",
+        categories="creativity",
         model=scripted(lambda p: "The answer is (B)."),
         task_options={"mmlu": {"subjects": "astronomy"}},
         show_progress=False,

@@ -456,6 +456,8 @@ def defaults(cls: type, run_only: bool = False) -> dict[str, Any]:
 
 def build(cls: type[T], options: T | None, overrides: Mapping[str, Any]) -> T:
     """`options` (or the defaults) with keyword overrides, checked; a bad name is a TypeError."""
+    if options is not None and not isinstance(options, cls):
+        raise TypeError(f"options must be a {cls.__name__}, not {type(options).__name__}")
     base = options if options is not None else cls()
     unknown = set(overrides) - {f.name for f in fields(type(base))}
     if unknown:
