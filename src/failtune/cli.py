@@ -264,7 +264,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 def _run_run(args: argparse.Namespace) -> int:
     from failtune import report
-    from failtune.pipeline import print_run, run_pipeline
+    from failtune.pipeline import run_pipeline
     from failtune.runconfig import load_config, parse_override, resolve_config
 
     overrides = dict(parse_override(text) for text in args.set)
@@ -273,7 +273,7 @@ def _run_run(args: argparse.Namespace) -> int:
     config = resolve_config(load_config(args.config), overrides)
     result = run_pipeline(config, show_progress=args.progress)
     report.print_run_validation(result)
-    print_run(result)
+    report.print_run(result)
     paths = report.write_report(result.output_dir)
     print(f"report: {', '.join(str(p) for p in paths)}")
     return 0 if result.passed else 1

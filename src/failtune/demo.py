@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from failtune.console import note
-from failtune.pipeline import RunResult, print_run, run_pipeline
-from failtune.report import print_run_validation, write_report
+from failtune.pipeline import RunResult, run_pipeline
+from failtune.report import print_run, print_run_validation, write_report
 from failtune.runconfig import resolve_config
 
 DEMO_GATES = ["arith.delta>0", "arith.mcnemar_p<0.01"]

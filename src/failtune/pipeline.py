@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from failtune.backends import Backend, LazyBackend
-from failtune.console import live_view, note, out
+from failtune.console import live_view, note
 from failtune.cost import token_counts
 from failtune.extract import RESULTS, RESULTS_SOURCE, evaluate, extract, load_problems
 from failtune.files import atomic_write_json, read_jsonl, sha256_file
@@ -170,18 +170,14 @@ class _Round:
     model: str
     upstream: str | None  # the train step that made `model`, for rounds after the first
     last: bool
+    extract_dir: Path = field(init=False)
+    adapter: Path = field(init=False)
+    validate_dir: Path = field(init=False)
 
-    @property
-    def extract_dir(self) -> Path:
-        return self.dir / "extract"
-
-    @property
-    def adapter(self) -> Path:
-        return self.dir / "adapter"
-
-    @property
-    def validate_dir(self) -> Path:
-        return self.dir / "validate"
+    def __post_init__(self) -> None:
+        self.extract_dir, self.adapter, self.validate_dir = (
+            self.dir / name for name in ("extract", "adapter", "validate")
+        )
 
 
 def _rounds(run: Run) -> Path | None:
@@ -447,20 +443,3 @@ def _decide(candidate: Path, previous: Path, val: Mapping[str, Any]) -> dict[str
         "min_gain_p": val["min_gain_p"],
         "significant": significant,
     }
-
-
-def print_run(result: RunResult) -> None:
-    """Per-round outcome and time per step (the report command draws the full picture)."""
-    for rnd in result.state["rounds"]:
-        gain = rnd["vs_previous"]
-        out.print(
-            f"round {rnd['round']}: gates {'passed' if rnd['gates_passed'] else 'FAILED'}, "
-            f"Δ vs previous {gain['delta']:+.1%} (McNemar p {gain['mcnemar_p']:.2g}) → "
-            f"{rnd['next']}"
-        )
-    total = sum(result.seconds.values())
-    out.print(
-        "time per step: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
-        + f"; total {total:.0f} s"
-    )

@@ -129,6 +129,23 @@ def print_validation(result: ValidationResult) -> None:
         out.print(f"gate {g['expr']}: {mark} (value {g['value']:.4g})")
 
 
+def print_run(result: RunResult) -> None:
+    """Per-round outcome and time per step (the report command draws the full picture)."""
+    for rnd in result.state["rounds"]:
+        gain = rnd["vs_previous"]
+        out.print(
+            f"round {rnd['round']}: gates {'passed' if rnd['gates_passed'] else 'FAILED'}, "
+            f"Δ vs previous {gain['delta']:+.1%} (McNemar p {gain['mcnemar_p']:.2g}) → "
+            f"{rnd['next']}"
+        )
+    total = sum(result.seconds.values())
+    out.print(
+        "time per step: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+        + f"; total {total:.0f} s"
+    )
+
+
 def print_run_validation(result: RunResult) -> None:
     """The last round's paired table, read back from its validation.json."""
     from failtune.validate import ValidationResult
