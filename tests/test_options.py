@@ -154,6 +154,13 @@ def test_bad_flags_are_listed_together_before_any_work(
     err = capsys.readouterr().err
     assert "gate 'judge.wins>0.5' reads the judge, but no judge is configured" in err
     assert "gate 'math.delta>0' names category 'math'" in err
+
+    # Completions files bring their own categories: a gate on arith is not refused up front.
+    argv = ["validate", "--base-completions", "b.jsonl", "--candidate-completions", "c.jsonl"]
+    assert main([*argv, "--gate", "arith.delta>0", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--base-completions names b.jsonl, which does not exist" in err
+    assert "names category" not in err
     assert not out.exists()
 
 

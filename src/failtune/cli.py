@@ -248,7 +248,10 @@ def _run_validate(args: argparse.Namespace) -> int:
     opts = from_args(ValidateOptions, args)
     categories = with_custom(opts.categories, opts.task_file, "math")
     problems = value_problems(opts)
-    problems += checks.gate_problems(opts.gates, categories, judge=bool(opts.judge_url))
+    files = opts.base_completions or opts.candidate_completions or opts.against
+    # Completions files bring their own categories: gates are checked against them later.
+    gated = None if files else categories
+    problems += checks.gate_problems(opts.gates, gated, judge=bool(opts.judge_url))
     if args.base or args.candidate:
         problems += checks.category_problems(
             categories, opts.split, opts.task_options(), "--categories"
