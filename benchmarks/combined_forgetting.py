@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from failtune.backends.hf import HFBackend
-from failtune.extract import evaluate, extract, load_problems
+from failtune.evaluation import evaluate, load_problems
+from failtune.extract import extract
 from failtune.report import print_extract, print_validation
 from failtune.train import train
 from failtune.validate import validate

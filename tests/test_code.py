@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from failtune.cli import main
-from failtune.extract import reason_kind
+from failtune.evaluation import reason_kind
 from failtune.grading.code import build_program, extract_code
 from failtune.tasks import CATEGORIES, MBPP, HumanEval, parse_categories, tasks_for
 from failtune.tasks.code import CODE_STOP_AFTER

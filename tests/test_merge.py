@@ -10,7 +10,8 @@ import pytest
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
-from failtune.extract import extract, load_problems, select_shard
+from failtune.evaluation import load_problems
+from failtune.extract import extract, select_shard
 from failtune.merge import merge
 
 CATEGORIES, SPLIT, LIMIT = "math,arith", "test", 9  # 18 problems in two categories

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from failtune.errors import FailtuneError
-from failtune.extract import extract, load_problems
+from failtune.evaluation import load_problems
+from failtune.extract import extract
 from failtune.tasks import parse_categories, tasks_for
 from failtune.tasks.holdout import split_problems
 from failtune.tasks.mmlu import DATA_DIR, MMLU, all_subjects

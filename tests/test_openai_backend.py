@@ -14,7 +14,8 @@ from failtune.backends import GenParams, apply_stop_rules, generate_all
 from failtune.backends.openai import OpenAIBackend, ServerError
 from failtune.cli import main
 from failtune.errors import FailtuneError
-from failtune.extract import extract, load_problems
+from failtune.evaluation import load_problems
+from failtune.extract import extract
 
 pytestmark = pytest.mark.model
 

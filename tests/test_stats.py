@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from failtune.stats import bootstrap_delta_ci, mcnemar_exact
-from failtune.validate import compare
+from failtune.stats import bootstrap_delta_ci, compare, mcnemar_exact
 
 
 def test_mcnemar_exact_matches_binomial_by_hand() -> None:

@@ -78,7 +78,8 @@ def gate_problems(
     gates: Sequence[str], categories: str | list[str] | None, judge: bool
 ) -> list[str]:
     """Each gate parses, names a validated category (or judge) and a metric the table has."""
-    from failtune.validate import compare, parse_gate
+    from failtune.stats import compare
+    from failtune.validate import parse_gate
 
     table = compare([True, False], [False, True], n_boot=10)  # any table has the same keys
     metrics = [k for k, v in table.items() if isinstance(v, int | float)]

@@ -15,15 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.extract import (
-    RESULTS,
-    RESULTS_SOURCE,
-    ExtractResult,
-    load_problems,
-    select_shard,
-    summarize,
-    write_training_files,
-)
+from failtune.evaluation import RESULTS, RESULTS_SOURCE, load_problems, summarize
+from failtune.extract import ExtractResult, select_shard, write_training_files
 from failtune.files import atomic_write_json, atomic_write_jsonl, read_jsonl
 from failtune.manifest import now, write_manifest
 

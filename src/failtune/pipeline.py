@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 from failtune.backends import Backend, LazyBackend
 from failtune.console import live_view, note
 from failtune.cost import token_counts
-from failtune.extract import RESULTS, RESULTS_SOURCE, evaluate, extract, load_problems
+from failtune.evaluation import RESULTS, RESULTS_SOURCE, evaluate, load_problems
+from failtune.extract import extract
 from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now
 from failtune.models import resolve_model
 from failtune.options import SECTIONS
-from failtune.validate import VALIDATION, compare, validate
+from failtune.stats import compare
+from failtune.validate import VALIDATION, validate
 
 if TYPE_CHECKING:
     from failtune.backends.hf import HFBackend

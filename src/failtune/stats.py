@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 from scipy.stats import binomtest
+
+from failtune.errors import FailtuneError
 
 
 def mcnemar_exact(wins: int, losses: int) -> float:
@@ -31,3 +36,65 @@ def bootstrap_delta_ci(
     alpha = (1 - level) / 2
     low, high = np.quantile(deltas, [alpha, 1 - alpha])
     return (float(low), float(high))
+
+
+def compare(
+    base: Sequence[bool], candidate: Sequence[bool], *, n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """The paired table for one group of problems (same order in both sequences)."""
+    n = len(base)
+    wins = sum(c and not b for b, c in zip(base, candidate, strict=True))
+    losses = sum(b and not c for b, c in zip(base, candidate, strict=True))
+    ties_correct = sum(b and c for b, c in zip(base, candidate, strict=True))
+    ties = n - wins - losses
+    base_acc, cand_acc = sum(base) / n, sum(candidate) / n
+    low, high = bootstrap_delta_ci(wins, losses, n, n_boot=n_boot, seed=seed)
+    return {
+        "n": n,
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "ties_correct": ties_correct,
+        "ties_wrong": ties - ties_correct,
+        "win_rate": wins / n,
+        "loss_rate": losses / n,
+        "tie_rate": ties / n,
+        "base_accuracy": base_acc,
+        "candidate_accuracy": cand_acc,
+        "base_failure_rate": 1 - base_acc,
+        "candidate_failure_rate": 1 - cand_acc,
+        "delta": cand_acc - base_acc,
+        "mcnemar_p": mcnemar_exact(wins, losses),
+        "delta_ci95": [low, high],
+        # The CI ends as numbers, so a gate can bound forgetting: "creativity.delta_ci_low>-0.05".
+        "delta_ci_low": low,
+        "delta_ci_high": high,
+    }
+
+
+def paired_tables(
+    base: Mapping[str, dict[str, Any]],
+    candidate: Mapping[str, dict[str, Any]],
+    category_of: Callable[[str], str],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Per category tables over the ids both sides graded, plus `overall` when several."""
+    ids = [i for i in base if i in candidate]
+    if not ids:
+        raise FailtuneError("base and candidate share no problem ids; nothing to compare")
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(category_of(i), []).append(i)
+    if len(groups) > 1:
+        groups["overall"] = ids
+    return {
+        cat: compare(
+            [base[i]["correct"] for i in g],
+            [candidate[i]["correct"] for i in g],
+            n_boot=n_boot,
+            seed=seed,
+        )
+        for cat, g in groups.items()
+    }

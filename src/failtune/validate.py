@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 import time
@@ -12,13 +13,13 @@ from typing import Any
 
 from failtune.backends import Backend, load_backend
 from failtune.errors import FailtuneError
-from failtune.extract import evaluate, holdouts, load_problems, read_completions
+from failtune.evaluation import Completion, evaluate, holdouts, load_problems, read_completions
 from failtune.files import atomic_write_json
 from failtune.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.manifest import now, write_manifest
 from failtune.options import ValidateOptions, build, record, with_custom
 from failtune.overlap import overlap_report
-from failtune.stats import bootstrap_delta_ci, mcnemar_exact
+from failtune.stats import paired_tables
 from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions, sandbox_of
 
 VALIDATION = "validation.json"
@@ -54,68 +55,6 @@ def parse_gate(expr: str) -> Gate:
     category = CATEGORY_ALIASES.get(category, category)
     threshold = float(number) / (100 if percent else 1)
     return Gate(expr, category, GATE_ALIASES.get(metric, metric), op, threshold)
-
-
-def compare(
-    base: Sequence[bool], candidate: Sequence[bool], *, n_boot: int = 10_000, seed: int = 0
-) -> dict[str, Any]:
-    """The paired table for one group of problems (same order in both sequences)."""
-    n = len(base)
-    wins = sum(c and not b for b, c in zip(base, candidate, strict=True))
-    losses = sum(b and not c for b, c in zip(base, candidate, strict=True))
-    ties_correct = sum(b and c for b, c in zip(base, candidate, strict=True))
-    ties = n - wins - losses
-    base_acc, cand_acc = sum(base) / n, sum(candidate) / n
-    low, high = bootstrap_delta_ci(wins, losses, n, n_boot=n_boot, seed=seed)
-    return {
-        "n": n,
-        "wins": wins,
-        "losses": losses,
-        "ties": ties,
-        "ties_correct": ties_correct,
-        "ties_wrong": ties - ties_correct,
-        "win_rate": wins / n,
-        "loss_rate": losses / n,
-        "tie_rate": ties / n,
-        "base_accuracy": base_acc,
-        "candidate_accuracy": cand_acc,
-        "base_failure_rate": 1 - base_acc,
-        "candidate_failure_rate": 1 - cand_acc,
-        "delta": cand_acc - base_acc,
-        "mcnemar_p": mcnemar_exact(wins, losses),
-        "delta_ci95": [low, high],
-        # The CI ends as numbers, so a gate can bound forgetting: "creativity.delta_ci_low>-0.05".
-        "delta_ci_low": low,
-        "delta_ci_high": high,
-    }
-
-
-def paired_tables(
-    base: Mapping[str, dict[str, Any]],
-    candidate: Mapping[str, dict[str, Any]],
-    category_of: Callable[[str], str],
-    *,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """Per category tables over the ids both sides graded, plus `overall` when several."""
-    ids = [i for i in base if i in candidate]
-    if not ids:
-        raise FailtuneError("base and candidate share no problem ids; nothing to compare")
-    groups: dict[str, list[str]] = {}
-    for i in ids:
-        groups.setdefault(category_of(i), []).append(i)
-    if len(groups) > 1:
-        groups["overall"] = ids
-    return {
-        cat: compare(
-            [base[i]["correct"] for i in g],
-            [candidate[i]["correct"] for i in g],
-            n_boot=n_boot,
-            seed=seed,
-        )
-        for cat, g in groups.items()
-    }
 
 
 def check_gates(gates: Sequence[Gate], tables: Mapping[str, Mapping[str, Any]]) -> list[dict]:
@@ -181,94 +120,137 @@ def validate(
     """
     o = build(ValidateOptions, options, overrides)
     categories = with_custom(o.categories, o.task_file, "math")
-    output_dir, split, limit, gates = o.output_dir, o.split, o.limit, o.gates
-    base_completions, candidate_completions = o.base_completions, o.candidate_completions
-    against, judge_url, judge_model = o.against, o.judge_url, o.judge_model
-    allow_train_split, allow_overlap, resume = o.allow_train_split, o.allow_overlap, o.resume
-    batch_size, max_new_tokens, stop = o.batch_size, o.max_new_tokens, tuple(o.stop)
-    backend, dtype, device, n_boot, seed = o.backend, o.dtype, o.device, o.n_boot, o.seed
-    holdout_fraction, trained_categories, train_data = (
-        o.holdout_fraction,
-        o.trained_categories,
-        o.train_data,
-    )
     task_options = o.task_options(task_options)
-    server, engine_options = {**o.server(), **(server or {})}, o.engine()
-    if against is not None:
+    base_completions = _check_request(base, o)
+    parsed_gates = [parse_gate(g) for g in o.gates]  # fail on a typo before any model loads
+    started, t0 = now(), time.perf_counter()
+    out = Path(o.output_dir)
+    sources = {"base": (base, base_completions), "candidate": (candidate, o.candidate_completions)}
+    inputs = {
+        name: _side_input(name, model, file, categories, o, task_options)
+        for name, (model, file) in sources.items()
+    }
+    # Started now: code that cannot be sandboxed is refused before a model loads.
+    sandbox = sandbox_of(t for problems, _ in inputs.values() for t, _ in problems)
+    trained = training_info(candidate, o.trained_categories, o.train_data)
+    overlap = _check_overlap(trained, inputs, o.allow_overlap)
+    open_model = functools.partial(
+        load_backend,
+        backend=o.backend,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=o.batch_size,
+        base=base if isinstance(base, str) else None,
+        server={**o.server(), **(server or {})},
+        **o.engine(),
+    )
+    sides, seconds = _grade_sides(inputs, out, open_model, o, show_progress)
+    tables = paired_tables(
+        sides["base"], sides["candidate"], _category_of_id, n_boot=o.n_boot, seed=o.seed
+    )
+    mark_forgetting(tables, trained.categories)
+    judged = None
+    if o.judge_url and o.judge_model:
+        judged = _judge(
+            o.judge_url, o.judge_model, sides["base"], sides["candidate"], out, show_progress
+        )
+    gate_results = check_gates(parsed_gates, {**tables, **({"judge": judged} if judged else {})})
+    unpaired = len(set(sides["base"]) ^ set(sides["candidate"]))
+    _write_validation(out, tables, gate_results, unpaired, trained, overlap, o.against, judged)
+    args = {
+        "base": _describe(base, base_completions),
+        "candidate": _describe(candidate, o.candidate_completions),
+        **record(o),
+        "categories": categories,
+        "trained_categories": trained.categories,
+        "train_files": [str(f) for f in trained.files],
+    }
+    problems = [p for side_problems, _ in inputs.values() for p in side_problems]
+    extra = {"holdout": holdouts(problems, o.holdout_fraction), "started": started}
+    _write_manifest(out, args, extra, sandbox, time.perf_counter() - t0, seconds)
+    return ValidationResult(out, tables, gate_results, unpaired, overlap, judged)
+
+
+# A side to grade: its problems and either its completions (read from a file) or its model.
+SideInput = tuple[list[tuple[Task, Problem]], Mapping[str, Completion] | str | Backend]
+
+
+def _check_request(base: str | Backend | None, o: ValidateOptions) -> str | Path | None:
+    """Refuse contradictory or unsafe requests before any work; returns the base's completions
+    file (the reference's, with `against`)."""
+    base_completions = o.base_completions
+    if o.against is not None:
         if base is not None or base_completions is not None:
             raise FailtuneError("give either --against (a reference's completions) or a base")
-        base_completions = against
-    if bool(judge_url) != bool(judge_model):
+        base_completions = o.against
+    if bool(o.judge_url) != bool(o.judge_model):
         raise FailtuneError("--judge-url and --judge-model go together")
-    parsed_gates = [parse_gate(g) for g in gates]  # fail on a typo before any model loads
-    if split == "train" and not allow_train_split:
+    if o.split == "train" and not o.allow_train_split:
         raise FailtuneError(
             "refusing to validate on the train split: failures were extracted from it, so a gain "
             "there measures memorisation; use --split test, or --allow-train-split to force it"
         )
-    started, t0 = now(), time.perf_counter()
-    out = Path(output_dir)
-    inputs: dict[str, tuple[list[tuple[Task, Problem]], Any]] = {}
-    for name, model, completions in (
-        ("base", base, base_completions),
-        ("candidate", candidate, candidate_completions),
-    ):
-        if completions is not None:
-            given, problems = read_completions(Path(completions), task_options)
-            inputs[name] = (problems, given)
-        elif model is not None:
-            problems = load_problems(categories, split, limit, task_options, holdout_fraction)
-            inputs[name] = (problems, model)
-        else:
-            raise FailtuneError(f"give --{name} (a model) or --{name}-completions (a file)")
-    # Started now: code that cannot be sandboxed is refused before a model loads.
-    sandbox = sandbox_of(t for problems, _ in inputs.values() for t, _ in problems)
-    trained = training_info(candidate, trained_categories, train_data)
-    overlap = _check_overlap(trained, inputs, allow_overlap)
+    return base_completions
+
+
+def _side_input(
+    name: str,
+    model: str | Backend | None,
+    completions: str | Path | None,
+    categories: str | list[str],
+    o: ValidateOptions,
+    task_options: TaskOptions | None,
+) -> SideInput:
+    """A side's problems with its completions file (read now) or its model (opened later)."""
+    if completions is not None:
+        given, problems = read_completions(Path(completions), task_options)
+        return problems, given
+    if model is None:
+        raise FailtuneError(f"give --{name} (a model) or --{name}-completions (a file)")
+    problems = load_problems(categories, o.split, o.limit, task_options, o.holdout_fraction)
+    return problems, model
+
+
+def _grade_sides(
+    inputs: Mapping[str, SideInput],
+    out: Path,
+    open_model: Callable[[str], Backend],
+    o: ValidateOptions,
+    show_progress: bool,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, float]]:
+    """Each side's records by id under out/<side> (resumable), and the seconds each took."""
     sides: dict[str, dict[str, dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     for name, (problems, source) in inputs.items():
         t_side = time.perf_counter()
-        if isinstance(source, Mapping):  # a completions file, read above
+        if isinstance(source, Mapping):  # a completions file, read before any model loads
             records = evaluate(problems, out / name, completions=source)
         else:
-            opened = (
-                source
-                if not isinstance(source, str)
-                else load_backend(
-                    source,
-                    backend=backend,
-                    dtype=dtype,
-                    device=device,
-                    batch_size=batch_size,
-                    base=base if isinstance(base, str) else None,
-                    server=server,
-                    **(engine_options or {}),
-                )
-            )
             records = evaluate(
                 problems,
                 out / name,
-                backend=opened,
-                max_new_tokens=max_new_tokens,
-                stop=stop,
-                resume=resume,
+                backend=open_model(source) if isinstance(source, str) else source,
+                max_new_tokens=o.max_new_tokens,
+                stop=tuple(o.stop),
+                resume=o.resume,
                 show_progress=show_progress,
                 label=name,
             )
         sides[name] = {r["id"]: r for r in records}
         seconds[name] = time.perf_counter() - t_side
-    unpaired = len(set(sides["base"]) ^ set(sides["candidate"]))
-    tables = paired_tables(
-        sides["base"], sides["candidate"], _category_of_id, n_boot=n_boot, seed=seed
-    )
-    mark_forgetting(tables, trained.categories)
-    judged = None
-    if judge_url and judge_model:
-        judged = _judge(
-            judge_url, judge_model, sides["base"], sides["candidate"], out, show_progress
-        )
-    gate_results = check_gates(parsed_gates, {**tables, **({"judge": judged} if judged else {})})
+    return sides, seconds
+
+
+def _write_validation(
+    out: Path,
+    tables: dict[str, dict[str, Any]],
+    gate_results: list[dict[str, Any]],
+    unpaired: int,
+    trained: TrainingInfo,
+    overlap: dict[str, Any] | None,
+    against: str | Path | None,
+    judged: dict[str, Any] | None,
+) -> None:
     body: dict[str, Any] = {
         "categories": tables,
         "gates": gate_results,
@@ -281,34 +263,34 @@ def validate(
     if judged:
         body["judge"] = judged
     atomic_write_json(out / VALIDATION, body)
+
+
+def _write_manifest(
+    out: Path,
+    args: dict[str, Any],
+    extra: dict[str, Any],
+    sandbox: dict[str, Any] | None,
+    wall_seconds: float,
+    seconds: Mapping[str, float],
+) -> None:
+    """The manifest: arguments, held-out cuts, sandbox, the time taken in all and per side."""
     write_manifest(
         out,
         "validate",
-        {
-            "base": _describe(base, base_completions),
-            "candidate": _describe(candidate, candidate_completions),
-            **record(o),
-            "categories": categories,
-            "trained_categories": trained.categories,
-            "train_files": [str(f) for f in trained.files],
-        },
-        holdout=holdouts(
-            [p for problems, _ in inputs.values() for p in problems], holdout_fraction
-        ),
-        started=started,
+        args,
+        **extra,
         finished=now(),
         **({"sandbox": sandbox} if sandbox else {}),
         cost={
-            "wall_seconds": round(time.perf_counter() - t0, 2),
+            "wall_seconds": round(wall_seconds, 2),
             "per_side_seconds": {k: round(v, 2) for k, v in seconds.items()},
         },
     )
-    return ValidationResult(out, tables, gate_results, unpaired, overlap, judged)
 
 
 def _check_overlap(
     trained: TrainingInfo,
-    inputs: Mapping[str, tuple[list[tuple[Task, Problem]], Any]],
+    inputs: Mapping[str, SideInput],
     allow_overlap: bool,
 ) -> dict[str, Any] | None:
     """The 13-gram report; eval prompts that are exactly training instructions are refused."""
