@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from servers import HAS_LLAMA_CPP, LlamaServer
 
-from failtune.backends import BackendInfo, Generation, GenParams
+from failtune.backends import BackendInfo, Generation, GenParams, ScoreRequest, cannot_score
 
 # Tests never download: everything they load is local or built in the test.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,17 +34,23 @@ class ScriptedBackend:
         self.prompts_seen: list[str] = []
 
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        for n, start in enumerate(range(0, len(prompts), self.batch_size)):
+        todo = [i for i in range(len(prompts)) if i not in skip]
+        for n, start in enumerate(range(0, len(todo), self.batch_size)):
             if self.die_after is not None and n >= self.die_after:
                 raise KeyboardInterrupt
             batch = []
-            for i in range(start, min(start + self.batch_size, len(prompts))):
+            for i in todo[start : start + self.batch_size]:
                 self.prompts_seen.append(prompts[i])
                 text = self.answer(prompts[i])
                 batch.append((i, Generation(text, "stop", len(text.split()))))
             yield batch
+
+    def loglikelihood(
+        self, requests: Sequence[ScoreRequest]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        raise cannot_score("scripted")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from failtune.backends import GenParams, generate_all, stream_remaining
+from failtune.backends import GenParams, generate_all
 from failtune.cli import main
 from failtune.demo import demo_config
 from failtune.errors import FailtuneError
@@ -71,7 +71,7 @@ def test_resumed_generation_rebuilds_the_same_batches(tiny_model_dir: Path) -> N
     params = GenParams(max_new_tokens=6)
     full = generate_all(backend, prompts, params)
     done = {0, 1, 2, 5}
-    batches = list(stream_remaining(backend, prompts, done, params))
+    batches = list(backend.stream(prompts, params, skip=done))
     seen = {i for batch in batches for i, _ in batch}
     assert seen >= set(range(8)) - done
     for batch in batches:

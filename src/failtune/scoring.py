@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 
-from failtune.backends import Backend, Generation, GenParams, stream_remaining
-from failtune.errors import FailtuneError
+from failtune.backends import Backend, Generation, GenParams
 from failtune.tasks import Problem, Task
 
 
@@ -22,20 +21,14 @@ def answer_batches(
     done: Collection[int] = (),
 ) -> Iterator[list[tuple[int, Generation]]]:
     """Yield finished batches as (index into `problems`, generation) for those not in `done`."""
-    requests = [task.choice_requests(p) for p in problems]
-    if not requests or requests[0] is None:
-        yield from stream_remaining(backend, [p.prompt for p in problems], done, params)
+    if not problems or task.choice_requests(problems[0]) is None:  # the task generates
+        yield from backend.stream([p.prompt for p in problems], params, skip=done)
         return
-    score = getattr(backend, "loglikelihood", None)
-    if score is None:
-        raise FailtuneError(
-            f"the {backend.info.backend} backend cannot score log-likelihoods; "
-            f"use the hf backend or generative mode for {task.name}"
-        )
     todo = [i for i in range(len(problems)) if i not in done]
-    for batch in score([requests[i] for i in todo]):
+    requests = [r for i in todo if (r := task.choice_requests(problems[i])) is not None]
+    for batch in backend.loglikelihood(requests):
         yield [
-            (todo[j], Generation(_best(requests[todo[j]][1], logprobs), "loglikelihood", 0))  # type: ignore[index]
+            (todo[j], Generation(_best(requests[j][1], logprobs), "loglikelihood", 0))
             for j, logprobs in batch
         ]
 

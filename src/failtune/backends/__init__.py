@@ -35,14 +35,43 @@ class BackendInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# (context, continuations): score log P(continuation | context) for each continuation.
+ScoreRequest = tuple[str, Sequence[str]]
+
+
 class Backend(Protocol):
+    """What every backend offers (transformers, vLLM, an OpenAI-compatible server, LazyBackend).
+
+    A backend that cannot do something still has the method and raises a FailtuneError that
+    says so, so callers never probe for methods.
+    """
+
     info: BackendInfo
 
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        """Yield finished batches as (index into `prompts`, generation) pairs, in any order."""
+        """Yield finished batches as (index into `prompts`, generation) pairs, in any order.
+
+        Prompts whose index is in `skip` (already answered by a killed run) are not yielded. A
+        backend whose answers depend on batch composition (transformers) still schedules them,
+        so a resumed run gives the same answers as an uninterrupted one.
+        """
         ...
+
+    def loglikelihood(
+        self, requests: Sequence[ScoreRequest]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        """Yield batches of (request index, log P(continuation | context) per continuation)."""
+        ...
+
+
+def cannot_score(backend: str) -> FailtuneError:
+    """The error of a backend that cannot score log-likelihoods."""
+    return FailtuneError(
+        f"the {backend} backend cannot score log-likelihoods; use --backend hf for "
+        "--mmlu-mode loglikelihood, or the generative mode"
+    )
 
 
 def apply_stop_rules(text: str, params: GenParams) -> str:
@@ -93,29 +122,24 @@ class LazyBackend:
         label = resolve_model(model, base=base).label
         self.info = BackendInfo(backend="hf" if kind == "hf" else "vllm", model=label)
 
-    skips_done = True
-
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        return stream_remaining(self._open(), prompts, skip, params)
+        return self._open().stream(prompts, params, skip)
 
     def loglikelihood(
-        self, requests: Sequence[tuple[str, Sequence[str]]]
+        self, requests: Sequence[ScoreRequest]
     ) -> Iterator[list[tuple[int, list[float]]]]:
         """Only transformers scores log-likelihoods: `auto` opens (or switches to) it for this."""
         if self._kind == "vllm":
-            raise FailtuneError(
-                "the vLLM backend cannot score log-likelihoods; use --backend hf for "
-                "--mmlu-mode loglikelihood"
-            )
-        if self._opened is not None and not hasattr(self._opened, "loglikelihood"):
+            raise cannot_score("vllm")
+        if self._opened is not None and self._opened.info.backend == "vllm":
             from failtune.backends.vllm import close_engine
 
             close_engine()  # auto opened vLLM for generation; scoring needs transformers
             self._opened = None
         self._kind = "hf"
-        return self._open().loglikelihood(requests)  # type: ignore[attr-defined]
+        return self._open().loglikelihood(requests)
 
     def _open(self) -> Backend:
         if self._opened is None:
@@ -141,22 +165,6 @@ class LazyBackend:
             k: v for k, v in self._options.items() if k in ("dtype", "device", "batch_size")
         }
         return HFBackend.load(self._spec, base=self._base, **hf_options)
-
-
-def stream_remaining(
-    backend: Backend, prompts: Sequence[str], done: Collection[int], params: GenParams
-) -> Iterator[list[tuple[int, Generation]]]:
-    """Generate the prompts not in `done`, yielding (index into `prompts`, generation) batches.
-
-    A backend with `skips_done` is given every prompt, so its batches (and thus its outputs) are
-    the same in a resumed run as in an uninterrupted one.
-    """
-    if getattr(backend, "skips_done", False):
-        yield from backend.stream(prompts, params, skip=done)  # type: ignore[call-arg]
-        return
-    todo = [i for i in range(len(prompts)) if i not in done]
-    for batch in backend.stream([prompts[i] for i in todo], params):
-        yield [(todo[j], g) for j, g in batch]
 
 
 def load_backend(

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.backends import BackendInfo, Generation, GenParams, ScoreRequest, apply_stop_rules
 from failtune.backends.rolling import decode_greedy, use_grouped_attention
 from failtune.errors import FailtuneError
 from failtune.models import load_model, load_tokenizer, resolve_model
@@ -19,8 +19,6 @@ _CHUNK_BATCHES = 8  # prompts per independently scheduled chunk, in batches: the
 
 class HFBackend:
     """Greedy generation in rolling batches (backends.rolling), prompts sorted by length."""
-
-    skips_done = True  # given every prompt and the done ones, so resumed schedules match
 
     def __init__(
         self, model: Any, tokenizer: Any, *, batch_size: int = 32, label: str = ""
@@ -102,7 +100,7 @@ class HFBackend:
 
     @torch.inference_mode()
     def loglikelihood(
-        self, requests: Sequence[tuple[str, Sequence[str]]]
+        self, requests: Sequence[ScoreRequest]
     ) -> Iterator[list[tuple[int, list[float]]]]:
         """Yield batches of (request index, log P(continuation | context) per continuation).
 

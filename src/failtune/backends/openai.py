@@ -11,13 +11,20 @@ from __future__ import annotations
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import openai
 
-from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.backends import (
+    BackendInfo,
+    Generation,
+    GenParams,
+    ScoreRequest,
+    apply_stop_rules,
+    cannot_score,
+)
 from failtune.errors import FailtuneError
 
 ENDPOINTS = ("chat", "completions")
@@ -121,7 +128,7 @@ class OpenAIBackend:
         return names[0]
 
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
         """Yield answers as they finish; on a fatal error, first yield what did finish.
 
@@ -129,7 +136,7 @@ class OpenAIBackend:
         """
         cancel = threading.Event()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="failtune-openai")
-        todo = iter(enumerate(prompts))
+        todo = ((i, p) for i, p in enumerate(prompts) if i not in skip)
         pending: dict[Future[Generation], int] = {}
         failure: BaseException | None = None
         try:
@@ -164,6 +171,11 @@ class OpenAIBackend:
             pool.shutdown(wait=False, cancel_futures=True)
             if pending:  # interrupted: drop requests in flight instead of waiting for them
                 self.client.close()
+
+    def loglikelihood(
+        self, requests: Sequence[ScoreRequest]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        raise cannot_score("openai")
 
     def _generate(self, prompt: str, params: GenParams, cancel: threading.Event) -> Generation:
         if cancel.is_set():

@@ -24,11 +24,18 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from failtune.backends import BackendInfo, Generation, GenParams, apply_stop_rules
+from failtune.backends import (
+    BackendInfo,
+    Generation,
+    GenParams,
+    ScoreRequest,
+    apply_stop_rules,
+    cannot_score,
+)
 from failtune.errors import FailtuneError
 from failtune.models import ModelRef, gguf_as_folder, load_tokenizer, resolve_model
 
@@ -213,8 +220,9 @@ class VLLMBackend:
         return cls(llm, load_tokenizer(ref), label=ref.label, adapter=ref.adapter)
 
     def stream(
-        self, prompts: Sequence[str], params: GenParams
+        self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
+        """Every prompt not in `skip` goes into the engine at once; vLLM batches continuously."""
         from vllm import SamplingParams
 
         from failtune.backends.hf import prompt_ids
@@ -227,10 +235,11 @@ class VLLMBackend:
             skip_special_tokens=True,
         )
         # The exact token ids the transformers backend feeds (chat template, no double BOS).
-        requests = [{"prompt_token_ids": prompt_ids(self.tokenizer, p)} for p in prompts]
+        todo = [i for i in range(len(prompts)) if i not in skip]
+        requests = [{"prompt_token_ids": prompt_ids(self.tokenizer, prompts[i])} for i in todo]
         internal = self.llm.enqueue(requests, sampling, lora_request=self.lora, use_tqdm=False)
         # enqueue returns vLLM's internal ids ("<counter>-<random>"); outputs carry "<counter>".
-        index = {rid.split("-")[0]: (i, rid) for i, rid in enumerate(internal)}
+        index = {rid.split("-")[0]: (todo[j], rid) for j, rid in enumerate(internal)}
         engine = self.llm.llm_engine
         pending: list[tuple[int, Generation]] = []
         try:
@@ -247,6 +256,11 @@ class VLLMBackend:
         finally:
             if index:  # the caller stopped early (kill, error): free the engine for reuse
                 engine.abort_request([rid for _, rid in index.values()], internal=True)
+
+    def loglikelihood(
+        self, requests: Sequence[ScoreRequest]
+    ) -> Iterator[list[tuple[int, list[float]]]]:
+        raise cannot_score("vllm")
 
     def _generation(self, out: Any, params: GenParams) -> Generation:
         after = re.compile(params.stop_after) if params.stop_after else None
