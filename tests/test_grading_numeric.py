@@ -247,7 +247,7 @@ GRADE_CASES = [
         "length",
         False,
         "truncated",
-        "2",
+        None,
         id="answer-label-truncated",
     ),
     # --- hallucinated follow-up turns --------------------------------------------------------
@@ -398,7 +398,7 @@ GRADE_CASES = [
         "length",
         False,
         "truncated",
-        "18",
+        None,
         id="truncated-last-number-equals-gold",
     ),
     pytest.param(

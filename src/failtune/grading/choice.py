@@ -20,13 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from failtune.grading import Grade
-from failtune.grading.numeric import _cut_followup
+from failtune.grading import Grade, cut_followup, truncated
 
 __all__ = ["grade_choice", "letters_for", "read_choice"]
 
 _SEGMENT_CHARS = 160  # how far after a marker its letter or choice text may sit
-_TRUNCATED = "length"
 
 _EMPHASIS_RE = re.compile(r"\*\*|__|`|(?<![A-Za-z])\*(?=[A-Za-z(])|(?<=[A-Za-z).])\*(?![A-Za-z])")
 _LATEX_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textit)\s*\{([^{}]*)\}")
@@ -108,12 +106,14 @@ def grade_choice(
 
     Reasons: correct, wrong_answer (a letter or choice was read and it is not the gold),
     no_answer (refusal or nothing readable), ambiguous (two different letters offered) and
-    truncated (the length limit hit before any answer was given).
+    truncated (the length limit hit before an answer marker or verdict sentence named one; see
+    failtune.grading.truncated).
     """
-    letter, reason = read_choice(completion, choices)
+    letter, reason, explicit = _read(completion, choices)
+    cut = truncated(finish_reason, explicit)
+    if cut is not None:
+        return cut
     if letter is None:
-        if finish_reason == _TRUNCATED and reason == "no_answer":
-            return Grade(False, None, "truncated")
         return Grade(False, None, reason)
     if letter == letters_for(len(choices))[answer]:
         return Grade(True, letter, "correct")
@@ -122,16 +122,22 @@ def grade_choice(
 
 def read_choice(completion: str, choices: Sequence[str]) -> tuple[str | None, str]:
     """(upper-case letter or None, reason when None: "no_answer" or "ambiguous")."""
-    text = _clean(_cut_followup(str(completion)))
+    letter, reason, _ = _read(completion, choices)
+    return letter, reason
+
+
+def _read(completion: str, choices: Sequence[str]) -> tuple[str | None, str, bool]:
+    """read_choice's answer, and whether an answer marker or a verdict sentence gave it."""
+    text = _clean(cut_followup(str(completion)))
     valid = letters_for(len(choices))
     markers, verdicts = _marked_picks(text, choices, valid)
     for picks in (markers, verdicts):  # an explicit "The answer is" outranks "B is correct"
         if picks:
-            return _last_pick(text, picks)
+            return (*_last_pick(text, picks), True)
     letter = _unmarked(text, choices, valid)
     if letter == "?":
-        return None, "ambiguous"
-    return letter, "" if letter else "no_answer"
+        return None, "ambiguous", False
+    return letter, "" if letter else "no_answer", False
 
 
 def _last_pick(text: str, picks: list[tuple[int, str]]) -> tuple[str | None, str]:

@@ -11,22 +11,28 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from failtune.grading import Grade
-from failtune.grading.numeric import _cut_followup
+from failtune.grading import Grade, cut_followup, truncated
 
 TEXT_FORMAT = 'Answer the question, then end your reply with "The answer is <answer>."'
 _MARKER_RE = re.compile(
     r"(?:the\s+(?:final\s+)?answer\s+is|final\s+answer\s*:|\banswer\s*:)\s*:?\s*|\\boxed\s*\{",
     re.IGNORECASE,
 )
-_TRUNCATED = "length"
 
 
 def final_answer(completion: str) -> tuple[str | None, bool]:
     """(the final answer text or None, found after an explicit marker)."""
-    text = _cut_followup(str(completion)).strip()
-    markers = list(_MARKER_RE.finditer(text))
-    for m in reversed(markers):
+    text = cut_followup(str(completion)).strip()
+    marked = marked_answer(text)
+    if marked is not None:
+        return marked[0], True
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1].strip() if lines else None), False
+
+
+def marked_answer(text: str) -> tuple[str, int] | None:
+    """The answer after the last explicit marker that has one, and where it ends in `text`."""
+    for m in reversed(list(_MARKER_RE.finditer(text))):
         rest = text[m.end() :]
         if m.group(0).lstrip().startswith("\\boxed"):
             depth, end = 1, 0
@@ -34,12 +40,13 @@ def final_answer(completion: str) -> tuple[str | None, bool]:
                 depth += {"{": 1, "}": -1}.get(rest[end], 0)
                 end += 1
             answer = rest[: end - 1] if depth == 0 else ""
+            stop = m.end() + end
         else:
             answer = re.split(r"\n|(?<=[^\s.])\.(?:\s|$)", rest, maxsplit=1)[0]
+            stop = m.end() + len(answer)
         if _normalise(answer):
-            return answer.strip(), True
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (lines[-1].strip() if lines else None), False
+            return answer.strip(), stop
+    return None
 
 
 def _normalise(text: str) -> str:
@@ -50,8 +57,9 @@ def _normalise(text: str) -> str:
 
 def _grade(completion: str, finish_reason: str | None, matches: Callable[[str], bool]) -> Grade:
     answer, via_marker = final_answer(completion)
-    if finish_reason == _TRUNCATED and not via_marker:
-        return Grade(False, answer, "truncated")
+    cut = truncated(finish_reason, via_marker)
+    if cut is not None:
+        return cut
     if answer is None or not _normalise(answer):
         return Grade(False, None, "no_answer")
     correct = matches(answer)
