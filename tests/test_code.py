@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl, write_jsonl
 
 from failtune.cli import main
 from failtune.evaluation import reason_kind
@@ -133,24 +134,19 @@ def test_all_reference_solutions_pass() -> None:
         assert len(problems) == n and failed == {}
 
 
-def _write_completions(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_cli_extract_and_validate_code_from_completions(
     tmp_path: Path, humaneval: HumanEval, mbpp: MBPP
 ) -> None:
     he0 = humaneval.load("test")[0]
     mb14 = next(p for p in mbpp.load("test") if p.id == "mbpp/test/14")
-    good = _write_completions(
+    good = write_jsonl(
         tmp_path / "good.jsonl",
         [
             {"id": "humaneval/test/0", "completion": he0.solution},
             {"id": "mbpp/test/14", "completion": mb14.solution},
         ],
     )
-    bad = _write_completions(
+    bad = write_jsonl(
         tmp_path / "bad.jsonl",
         [
             {"id": "humaneval/test/0", "completion": he0.solution},
@@ -175,7 +171,7 @@ def test_cli_extract_and_validate_code_from_completions(
         )
         == 0
     )
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = read_jsonl(out / "results.jsonl")
     assert [(r["id"], r["correct"], r["reason"]) for r in records] == [
         ("humaneval/test/0", True, "passed"),
         ("mbpp/test/14", False, "exited_early"),

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_completions, write_jsonl
 
 from failtune.errors import FailtuneError
 from failtune.mixing import mix_examples
@@ -39,15 +40,10 @@ def test_mix_proportional_equal_and_replay() -> None:
         mix_examples(files, "weighted")
 
 
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_train_records_categories_files_and_replay(tiny_model_dir: Path, tmp_path: Path) -> None:
-    _write(tmp_path / "arith_training_ready.jsonl", _examples("a", 6))
-    _write(tmp_path / "creativity_training_ready.jsonl", _examples("c", 2))
-    replay = _write(tmp_path / "arith_replay.jsonl", _examples("r", 4))
+    write_jsonl(tmp_path / "arith_training_ready.jsonl", _examples("a", 6))
+    write_jsonl(tmp_path / "creativity_training_ready.jsonl", _examples("c", 2))
+    replay = write_jsonl(tmp_path / "arith_replay.jsonl", _examples("r", 4))
     out = tmp_path / "adapter"
     result = train(
         str(tiny_model_dir),
@@ -68,10 +64,6 @@ def test_train_records_categories_files_and_replay(tiny_model_dir: Path, tmp_pat
     assert str(replay) in json.loads((out / "manifest.json").read_text())["data_sha256"]
 
 
-def _completions(path: Path, answers: dict[str, str]) -> Path:
-    return _write(path, [{"id": i, "completion": c} for i, c in answers.items()])
-
-
 def test_forgetting_is_flagged_on_untrained_categories(tmp_path: Path, capsys) -> None:
     arith = Arith(size=60).load("test")
     mmlu = MMLU().load("test")[:80]
@@ -83,8 +75,8 @@ def test_forgetting_is_flagged_on_untrained_categories(tmp_path: Path, capsys) -
         for i, p in enumerate(mmlu)
     }
     result = validate(
-        base_completions=_completions(tmp_path / "b.jsonl", base),
-        candidate_completions=_completions(tmp_path / "c.jsonl", cand),
+        base_completions=write_completions(tmp_path / "b.jsonl", base),
+        candidate_completions=write_completions(tmp_path / "c.jsonl", cand),
         output_dir=tmp_path / "val",
         trained_categories="arith",
         gates=["arith.delta>0.5", "knowledge.delta_ci_low>-0.05", "overall.delta>0"],
@@ -105,8 +97,8 @@ def test_forgetting_is_flagged_on_untrained_categories(tmp_path: Path, capsys) -
 
 def test_overlapping_prompts_are_refused_unless_allowed(tmp_path: Path) -> None:
     mmlu = MMLU().load("test")[:20]
-    answers = _completions(tmp_path / "a.jsonl", {p.id: "The answer is (A)." for p in mmlu})
-    train_file = _write(
+    answers = write_completions(tmp_path / "a.jsonl", {p.id: "The answer is (A)." for p in mmlu})
+    train_file = write_jsonl(
         tmp_path / "creativity_training_ready.jsonl",
         [
             {"instruction": mmlu[0].prompt, "output": mmlu[0].solution},

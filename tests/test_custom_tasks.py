@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_jsonl
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
@@ -38,11 +39,6 @@ def test_exact_and_regex_read_the_final_answer() -> None:
     assert grade_exact("", "x").reason == "no_answer"
 
 
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_custom_task_every_grader(tmp_path: Path) -> None:
     rows = {
         "numeric": [{"question": "What is 6 times 7?", "answer": 42}],
@@ -52,7 +48,7 @@ def test_custom_task_every_grader(tmp_path: Path) -> None:
         "math": [{"question": "Half of one?", "answer": "\\frac{1}{2}", "solution": "1/2 is 0.5."}],
     }
     for grader, lines in rows.items():
-        task = CustomTask(_write(tmp_path / f"{grader}.jsonl", lines), grader)
+        task = CustomTask(write_jsonl(tmp_path / f"{grader}.jsonl", lines), grader)
         (problem,) = task.load("test")
         assert problem.id == "custom/test/0"
         # Training output is the solution (with a final answer sentence the grader accepts).
@@ -64,21 +60,21 @@ def test_custom_task_every_grader(tmp_path: Path) -> None:
 
 
 def test_custom_task_errors(tmp_path: Path) -> None:
-    path = _write(tmp_path / "t.jsonl", [{"question": "q", "answer": "a"}])
+    path = write_jsonl(tmp_path / "t.jsonl", [{"question": "q", "answer": "a"}])
     with pytest.raises(FailtuneError, match='code answers need a "solution"'):
         CustomTask(path, "code").load("test")
     with pytest.raises(FailtuneError, match='needs "question" and "answer"'):
-        CustomTask(_write(tmp_path / "bad.jsonl", [{"question": "q"}]), "exact").load("test")
+        CustomTask(write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}]), "exact").load("test")
     with pytest.raises(FailtuneError, match="not a letter"):
-        CustomTask(_write(tmp_path / "c.jsonl", [{"question": "q", "answer": "Z"}]), "choice").load(
-            "test"
-        )
+        CustomTask(
+            write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "answer": "Z"}]), "choice"
+        ).load("test")
 
 
 def test_task_file_through_the_cli(tmp_path: Path, capsys) -> None:
     rows = [{"question": f"What is {i} plus {i}?", "answer": 2 * i} for i in range(20)]
-    path = _write(tmp_path / "sums.jsonl", rows)
-    completions = _write(
+    path = write_jsonl(tmp_path / "sums.jsonl", rows)
+    completions = write_jsonl(
         tmp_path / "out.jsonl",
         [{"id": f"custom/test/{i}", "completion": f"The answer is {2 * i}."} for i in range(20)],
     )
@@ -122,7 +118,7 @@ def test_code_grader_runs_the_answer_tests_in_the_sandbox(tmp_path: Path) -> Non
         "answer": "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n",
         "solution": "def add(a, b):\n    return a + b\n",
     }
-    task = CustomTask(_write(tmp_path / "code.jsonl", [row]), "code")
+    task = CustomTask(write_jsonl(tmp_path / "code.jsonl", [row]), "code")
     (problem,) = task.load("test")
     assert problem.solution == "```python\ndef add(a, b):\n    return a + b\n```"
     right, wrong, early = task.grade_many(

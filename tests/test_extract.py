@@ -6,22 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import GSM8K_TEST, read_jsonl, write_jsonl
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
 from failtune.extract import extract
-from failtune.tasks.gsm8k import GSM8K
 
-TEST = GSM8K().load("test")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+TEST = GSM8K_TEST
 
 
 def completions_file(tmp_path: Path) -> Path:

@@ -17,11 +17,8 @@ from failtune.tasks.gsm8k import MATH_STOP_AFTER
 def test_length_cap_reports_length(tiny_model_dir: Path) -> None:
     backend = HFBackend.load(str(tiny_model_dir), batch_size=2, device="cpu")
     gens = generate_all(backend, ["a", "a longer prompt here", "b"], GenParams(max_new_tokens=7))
-    assert len(gens) == 3
-    for g in gens:
-        assert g.finish_reason in ("length", "stop")
-        if g.finish_reason == "length":
-            assert g.completion_tokens == 7
+    # The random model (seed 0) never draws its end-of-text token in 7 steps: every answer is cut.
+    assert [(g.finish_reason, g.completion_tokens) for g in gens] == [("length", 7)] * 3
 
 
 @pytest.mark.model

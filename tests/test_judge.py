@@ -8,26 +8,19 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from helpers import GSM8K_TEST, gsm8k_answers, read_jsonl
 from servers import StubHandler, stub_server
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
 from failtune.judge import Judge, Pair, judge_pairs
-from failtune.tasks.gsm8k import GSM8K
-
-TEST = GSM8K().load("test")
 
 
 def answers(path: Path, right: set[int], n: int, tag: str) -> Path:
-    rows = []
-    for i in range(n):
-        p = TEST[i]
-        wrong = str(int(p.expected.replace(",", "")) + 1)
-        good = i in right
-        text = f"{tag} {'GOOD' if good else 'BAD'}.\nThe answer is {p.expected if good else wrong}."
-        rows.append({"id": p.id, "completion": text})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    def say(i: int, answer: str, good: bool) -> str:
+        return f"{tag} {'GOOD' if good else 'BAD'}.\nThe answer is {answer}."
+
+    return gsm8k_answers(path, right, n, say)
 
 
 class StubJudge(StubHandler):
@@ -107,7 +100,7 @@ def test_against_reference_with_judge_cancels_position_bias(tmp_path: Path, stub
     first, second = StubJudge.asked[0], StubJudge.asked[1]
     assert first.index("cand GOOD") < first.index("ref GOOD")  # candidate shown first …
     assert second.index("ref GOOD") < second.index("cand GOOD")  # … then second
-    rows = [json.loads(line) for line in (out / "judge.jsonl").read_text().splitlines()]
+    rows = read_jsonl(out / "judge.jsonl")
     assert [r["outcome"] for r in rows][:4] == ["tie", "loss", "loss", "loss"]
 
     assert main(args) == 0  # a rerun judges nothing again
@@ -127,9 +120,10 @@ def test_judge_mistakes(tmp_path: Path) -> None:
 def test_judge_against_a_real_llama_cpp_server(tmp_path: Path, llama_server) -> None:
     judge = Judge(llama_server.base_url, "smollm2")
     pairs = [
-        Pair(p.id, p.prompt, f"The answer is {p.expected}.", "The answer is 0.") for p in TEST[:2]
+        Pair(p.id, p.prompt, f"The answer is {p.expected}.", "The answer is 0.")
+        for p in GSM8K_TEST[:2]
     ]
     table = judge_pairs(judge, pairs, tmp_path, show_progress=False)
     assert table["n"] == 2 and table["wins"] + table["ties"] + table["losses"] == 2
-    rows = [json.loads(line) for line in (tmp_path / "judge.jsonl").read_text().splitlines()]
+    rows = read_jsonl(tmp_path / "judge.jsonl")
     assert all(r["candidate_first"] and r["candidate_second"] for r in rows)  # real replies

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
@@ -39,10 +40,6 @@ def run(out: Path, scripted, *, shards: int = 1, index: int = 0, **kw) -> None:
     )
 
 
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.fixture
 def shards(tmp_path: Path, scripted) -> list[Path]:
     dirs = [tmp_path / f"shard{i}" for i in range(4)]
@@ -65,14 +62,14 @@ def test_merged_shards_equal_an_unsharded_run(tmp_path: Path, scripted, shards) 
     merged = tmp_path / "merged"
     assert main(["merge", *map(str, reversed(shards)), "--output_dir", str(merged)]) == 0
 
-    merged_rows = rows(merged / "results.jsonl")
+    merged_rows = read_jsonl(merged / "results.jsonl")
     assert [r["id"] for r in merged_rows] == [p.id for _, p in PROBLEMS]  # dataset order
     assert sorted(merged_rows, key=lambda r: r["id"]) == sorted(
-        rows(whole / "results.jsonl"), key=lambda r: r["id"]
+        read_jsonl(whole / "results.jsonl"), key=lambda r: r["id"]
     )
     for name in ("math_training_ready.jsonl", "arith_training_ready.jsonl"):
         assert (merged / name).read_bytes() == (whole / name).read_bytes()
-        assert rows(merged / name)  # the scripted model fails some of each
+        assert read_jsonl(merged / name)  # the scripted model fails some of each
     manifest = json.loads((merged / "manifest.json").read_text())
     whole_manifest = json.loads((whole / "manifest.json").read_text())
     assert manifest["step"] == "merge" and manifest["status"] == "done"

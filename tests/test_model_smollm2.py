@@ -6,16 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl
 
 from failtune.cli import main
 from failtune.extract import extract
 
 pytestmark = pytest.mark.model
 REASONS = {"correct", "wrong_answer", "no_answer", "truncated"}
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_extract_arith(smollm2_backend, tmp_path: Path) -> None:
@@ -26,14 +23,14 @@ def test_extract_arith(smollm2_backend, tmp_path: Path) -> None:
         model=smollm2_backend,
         show_progress=False,
     )
-    records = lines(tmp_path / "results.jsonl")
+    records = read_jsonl(tmp_path / "results.jsonl")
     assert len(records) == 32
     assert {r["reason"] for r in records} <= REASONS
     assert all(r["finish_reason"] in ("stop", "length") for r in records)
     assert all(r["completion_tokens"] > 0 for r in records)
     acc = result.summary["arith"]["accuracy"]
     assert 0 < acc < 0.6  # the base model gets a few right and most wrong
-    training = lines(tmp_path / "arith_training_ready.jsonl")
+    training = read_jsonl(tmp_path / "arith_training_ready.jsonl")
     assert len(training) == 32 - result.summary["arith"]["correct"]
     failed_prompts = [r["prompt"] for r in records if not r["correct"]]
     assert sorted(t["instruction"] for t in training) == sorted(failed_prompts)
@@ -55,7 +52,7 @@ def test_extract_gsm8k_slice(smollm2_backend, tmp_path: Path) -> None:
     for r in records:
         if r["finish_reason"] == "length" and r["reason"] == "truncated":
             assert r["correct"] is False
-    training = lines(tmp_path / "math_training_ready.jsonl")
+    training = read_jsonl(tmp_path / "math_training_ready.jsonl")
     assert all(set(t) == {"instruction", "output"} for t in training)
     assert all(t["output"].endswith(".") and "<<" not in t["output"] for t in training)
 
@@ -122,8 +119,8 @@ def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
     )
     assert code == 0
     table = json.loads((val / "validation.json").read_text())["categories"]["arith"]
-    base = lines(val / "base" / "results.jsonl")
-    cand = lines(val / "candidate" / "results.jsonl")
+    base = read_jsonl(val / "base" / "results.jsonl")
+    cand = read_jsonl(val / "candidate" / "results.jsonl")
     assert table["n"] == 12 == len(base) == len(cand)
     by_id = {r["id"]: r["correct"] for r in cand}
     assert table["wins"] == sum(by_id[r["id"]] and not r["correct"] for r in base)
@@ -148,7 +145,7 @@ def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
     for r in records:
         assert r["reason"].startswith((*reasons, "runtime_error:", "assertion_failed:"))
         assert r["correct"] == (r["reason"] == "passed")
-    training = lines(tmp_path / "code_training_ready.jsonl")
+    training = read_jsonl(tmp_path / "code_training_ready.jsonl")
     assert len(training) == 3 - result.summary["code"]["correct"]
     assert all(t["output"].startswith("```python\n") for t in training)
     manifest = json.loads((tmp_path / "manifest.json").read_text())

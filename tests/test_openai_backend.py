@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl
 from servers import MODEL_ALIAS, LlamaServer
 
 from failtune.backends import GenParams, apply_stop_rules, generate_all
@@ -36,10 +37,6 @@ def direct(server: LlamaServer, prompt: str, **extra) -> dict:
         **extra,
     }
     return server.post("/chat/completions", body)
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def run(server: LlamaServer, out: Path, **options) -> None:
@@ -72,14 +69,14 @@ def reference(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactor
     """One uninterrupted, unsharded run: what every other way of running must reproduce."""
     out = tmp_path_factory.mktemp("reference")
     run(llama_server, out)
-    return sorted(rows(out / "results.jsonl"), key=lambda r: r["id"])
+    return sorted(read_jsonl(out / "results.jsonl"), key=lambda r: r["id"])
 
 
 def test_extract_matches_direct_requests(llama_server: LlamaServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
     # no --model-name: the only model the server lists
     assert extract_cli(llama_server, out, "--max-concurrency", "3") == 0
-    records = {r["id"]: r for r in rows(out / "results.jsonl")}
+    records = {r["id"]: r for r in read_jsonl(out / "results.jsonl")}
     assert len(records) == LIMIT
     for problem in ARITH:
         answer = direct(llama_server, problem.prompt)
@@ -167,14 +164,14 @@ def test_killed_server_stops_cleanly_and_the_rerun_completes(
         with pytest.raises(ServerError, match=r"failed 3 times .*rerun to resume"):
             run(crashing, out, max_retries=2, backoff=0.1)
         killer.join(5)
-        kept = rows(results)
+        kept = read_jsonl(results)
         assert 2 <= len(kept) < LIMIT
         assert json.loads((out / "manifest.json").read_text())["status"] == "running"
         crashing.start()  # same port: the same command resumes
         run(crashing, out, max_retries=2, backoff=0.1)
     finally:
         crashing.stop()
-    final = rows(results)
+    final = read_jsonl(results)
     assert final[: len(kept)] == kept  # nothing lost, nothing redone
     assert len(final) == LIMIT
     assert sorted(final, key=lambda r: r["id"]) == reference
@@ -190,7 +187,7 @@ def test_shards_through_the_server_merge_into_the_reference(
     merged = tmp_path / "merged"
     assert main(["merge", *map(str, shards), "--output_dir", str(merged)]) == 0
     by_id = {r["id"]: r for r in reference}
-    assert rows(merged / "results.jsonl") == [by_id[p.id] for p in ARITH]  # dataset order
+    assert read_jsonl(merged / "results.jsonl") == [by_id[p.id] for p in ARITH]  # dataset order
 
 
 def test_validate_through_the_server(llama_server: LlamaServer, tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import arith_training_file
 from safetensors.torch import load_file
 
-from failtune.backends import GenParams, generate_all
+from failtune.backends import GenParams
 from failtune.cli import main
 from failtune.demo import demo_config
 from failtune.errors import FailtuneError
@@ -62,29 +64,47 @@ def test_config_mistakes_are_one_sentence(tmp_path: Path, text: str, message: st
         resolve_config(load_config(path))
 
 
-def test_resumed_generation_rebuilds_the_same_batches(tiny_model_dir: Path) -> None:
-    """Left padding makes outputs depend on the batch; a resume must not regroup prompts."""
-    from failtune.backends.hf import HFBackend
+def test_resumed_generation_rebuilds_the_same_batches(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers depend on the rows decoded together, so a resume repeats the uninterrupted
+    schedule chunk by chunk: a chunk all done is not decoded again, a chunk partly done is
+    decoded whole, and only the prompts not done are yielded, each once, with the same answer."""
+    from failtune.backends import hf
 
-    backend = HFBackend.load(str(tiny_model_dir), batch_size=3, device="cpu")
-    prompts = [p.prompt for p in Arith(size=8).load("train")]
+    calls: list[int] = []  # prompts per decode_greedy call: one call per scheduled chunk
+    decode = hf.decode_greedy
+
+    def counted(model: Any, prompts: Any, **kw: Any) -> Any:
+        calls.append(len(prompts))
+        return decode(model, prompts, **kw)
+
+    monkeypatch.setattr(hf, "decode_greedy", counted)
+    backend = hf.HFBackend.load(str(tiny_model_dir), batch_size=2, device="cpu")
+    prompts = [p.prompt for p in Arith(size=40).load("train")]
     params = GenParams(max_new_tokens=6)
-    full = generate_all(backend, prompts, params)
-    done = {0, 1, 2, 5}
-    batches = list(backend.stream(prompts, params, skip=done))
-    seen = {i for batch in batches for i, _ in batch}
-    assert seen >= set(range(8)) - done
-    for batch in batches:
+    full, chunk_of = {}, {}
+    for batch in backend.stream(prompts, params):
         for i, gen in batch:
-            assert gen == full[i]
+            full[i], chunk_of[i] = gen, len(calls) - 1
+    whole = list(calls)
+    assert len(whole) >= 3 and sorted(full) == list(range(len(prompts)))
+    first, second = (sorted(i for i, c in chunk_of.items() if c == n) for n in (0, 1))
+    done = set(first) | set(second[::2])
+
+    calls.clear()
+    yielded = [
+        (i, gen) for batch in backend.stream(prompts, params, skip=done) for i, gen in batch
+    ]
+    assert calls == whole[1:]  # the first chunk, all done, is not decoded again
+    assert sorted(i for i, _ in yielded) == sorted(set(range(len(prompts))) - done)
+    assert all(gen == full[i] for i, gen in yielded)
 
 
 def test_training_resumed_from_a_checkpoint_ends_with_the_same_adapter(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    rows = [{"instruction": p.prompt, "output": p.solution} for p in Arith(size=12).load("train")]
-    data = tmp_path / "arith_training_ready.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = arith_training_file(tmp_path / "arith_training_ready.jsonl")
     options = {"num_train_epochs": 2, "batch_size": 4, "save_steps": 1, "show_progress": False}
     train(str(tiny_model_dir), data, tmp_path / "whole", **options)
     expected = load_file(tmp_path / "whole" / "adapter_model.safetensors")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import shutil
@@ -11,12 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import gsm8k_answers
 
 from failtune.cli import main
 from failtune.cost import summarize_cost
-from failtune.tasks.gsm8k import GSM8K
 
-TEST = GSM8K().load("test")
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,14 +28,12 @@ CHROMIUM_FLAGS = [
 
 
 def answers(path: Path, right: set[int], n: int) -> Path:
-    rows = []
-    for i in range(n):
-        p = TEST[i]
-        wrong = str(int(p.expected.replace(",", "")) + 1)
-        text = f"Let me think | step.\nThe answer is {p.expected if i in right else wrong}."
-        rows.append({"id": p.id, "completion": text if i != 3 else "I am not sure."})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    """A `|` to escape in Markdown tables, and problem 3 never answered."""
+
+    def say(i: int, answer: str, good: bool) -> str:
+        return "I am not sure." if i == 3 else f"Let me think | step.\nThe answer is {answer}."
+
+    return gsm8k_answers(path, right, n, say)
 
 
 @pytest.fixture

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import arith_training_file
 
 from failtune.errors import FailtuneError
-from failtune.tasks.arith import Arith
 from failtune.train import load_training_examples, lr_warning, to_sft_rows, train
 
 
-def training_file(path: Path, n: int = 12) -> Path:
-    rows = [{"instruction": p.prompt, "output": p.solution} for p in Arith(size=n).load("train")]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def test_train_saves_adapter_metrics_and_merged_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    data = training_file(tmp_path / "arith_training_ready.jsonl")
+    data = arith_training_file(tmp_path / "arith_training_ready.jsonl")
     out = tmp_path / "adapter"
     result = train(
         str(tiny_model_dir),
@@ -66,7 +60,7 @@ def test_train_saves_adapter_metrics_and_merged_model(tiny_model_dir: Path, tmp_
 
 
 def test_training_changes_the_model(tiny_model_dir: Path, tmp_path: Path) -> None:
-    training_file(tmp_path / "arith_training_ready.jsonl", n=8)
+    arith_training_file(tmp_path / "arith_training_ready.jsonl", n=8)
     result = train(
         str(tiny_model_dir),
         tmp_path / "arith_training_ready.jsonl",

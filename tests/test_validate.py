@@ -6,24 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import gsm8k_answers
 
 from failtune.cli import main
 from failtune.errors import FailtuneError
-from failtune.tasks.gsm8k import GSM8K
 from failtune.validate import parse_gate
 
-TEST = GSM8K().load("test")
-
-
-def answers(path: Path, right: set[int], n: int) -> Path:
-    rows = []
-    for i in range(n):
-        p = TEST[i]
-        wrong = str(int(p.expected.replace(",", "")) + 1)
-        text = f"Let me think.\nThe answer is {p.expected if i in right else wrong}."
-        rows.append({"id": p.id, "completion": text})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+answers = gsm8k_answers
 
 
 def test_paired_counts_and_gates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

