@@ -93,9 +93,7 @@ def test_resumed_generation_rebuilds_the_same_batches(
     done = set(first) | set(second[::2])
 
     calls.clear()
-    yielded = [
-        (i, gen) for batch in backend.stream(prompts, params, skip=done) for i, gen in batch
-    ]
+    yielded = [(i, gen) for batch in backend.stream(prompts, params, skip=done) for i, gen in batch]
     assert calls == whole[1:]  # the first chunk, all done, is not decoded again
     assert sorted(i for i, _ in yielded) == sorted(set(range(len(prompts))) - done)
     assert all(gen == full[i] for i, gen in yielded)
