@@ -15,7 +15,7 @@ from typing import Any
 
 from failtune import checks
 from failtune.console import quiet_libraries
-from failtune.errors import FailtuneError
+from failtune.errors import FailtuneError, describe_os_error
 from failtune.options import (
     EPILOG,
     SECTIONS,
@@ -347,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except FailtuneError as e:
         print(f"failtune: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # full disk, permissions, a file where a folder should be
+        print(f"failtune: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

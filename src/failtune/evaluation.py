@@ -8,7 +8,6 @@ results.jsonl.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -21,13 +20,21 @@ from typing import Any
 from failtune.backends import Backend, GenParams
 from failtune.console import note, progress_bar
 from failtune.errors import FailtuneError
-from failtune.files import JsonlAppender, atomic_write_json, atomic_write_jsonl, read_jsonl
+from failtune.files import (
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_json,
+    read_jsonl,
+)
 from failtune.scoring import answer_batches
 from failtune.tasks import Problem, Task, TaskOptions, parse_categories, task_by_name, tasks_for
 from failtune.tasks.holdout import DEFAULT_FRACTION, describe, split_problems
 
 RESULTS = "results.jsonl"
 RESULTS_SOURCE = "results.source.json"  # which model wrote results.jsonl, checked on resume
+# What resuming needs of every line of an earlier results.jsonl.
+RECORD_FIELDS = {"id": (str, "a string"), "correct": (bool, "true or false")}
 
 
 @dataclass
@@ -201,7 +208,8 @@ def _previous_records(output_dir: Path, backend: Backend, resume: bool) -> dict[
         return {}
     if resume:
         _check_same_model(output_dir, backend)
-        return {r["id"]: r for r in read_jsonl(results, tolerate_partial_tail=True)}
+        rows = read_jsonl(results, tolerate_partial_tail=True, require=RECORD_FIELDS)
+        return {r["id"]: r for r in rows}
     backup = results.with_name(f"{RESULTS}.{int(time.time())}.bak")
     shutil.move(results, backup)
     note(f"--no-resume: previous results kept as {backup}")
@@ -254,7 +262,7 @@ def _check_same_model(output_dir: Path, backend: Backend) -> None:
     meta = output_dir / RESULTS_SOURCE
     if not meta.exists():
         return
-    previous = json.loads(meta.read_text()).get("model")
+    previous = read_json(meta).get("model")
     if previous and previous != backend.info.model:
         raise FailtuneError(
             f"{output_dir} holds results of model {previous}; use another output folder "

@@ -23,7 +23,7 @@ from failtune.evaluation import (
     read_completions,
     summarize,
 )
-from failtune.files import atomic_write_jsonl
+from failtune.files import atomic_write_jsonl, output_folder
 from failtune.manifest import data_hashes, now, write_manifest
 from failtune.options import ExtractOptions, build, record, with_custom
 from failtune.tasks import Problem, Task, TaskOptions, parse_categories, sandbox_of, tasks_for
@@ -118,7 +118,7 @@ def extract(
     categories = with_custom(o.categories, o.task_file, None)
     task_options = o.task_options(task_options)
     started, t0 = now(), time.perf_counter()
-    out = Path(output_dir)
+    out = output_folder(output_dir)
     given: Mapping[str, Completion] | None = None
     sharding = None
     if o.completions is not None:

@@ -9,14 +9,13 @@ CI below zero); (2) find the training instructions for the overlap check (failtu
 from __future__ import annotations
 
 import glob
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.files import read_jsonl
+from failtune.files import read_json, read_jsonl
 from failtune.models import TRAIN_META
 from failtune.tasks import CATEGORY_ALIASES
 
@@ -42,7 +41,7 @@ def training_info(
     info = TrainingInfo()
     meta = Path(candidate) / TRAIN_META if isinstance(candidate, str | Path) else None
     if meta is not None and meta.is_file():
-        record = json.loads(meta.read_text(encoding="utf-8"))
+        record = read_json(meta)
         info.categories = record.get("categories")
         names = [*record.get("files", {}), *filter(None, [record.get("replay_file")])]
         info.files = [Path(f) for f in names if Path(f).is_file()]

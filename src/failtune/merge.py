@@ -8,7 +8,6 @@ model on the same data, and writes results.jsonl, the training files and a manif
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,13 @@ from typing import Any
 from failtune.errors import FailtuneError
 from failtune.evaluation import RESULTS, RESULTS_SOURCE, load_problems, summarize
 from failtune.extract import ExtractResult, select_shard, write_training_files
-from failtune.files import atomic_write_json, atomic_write_jsonl, read_jsonl
+from failtune.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    output_folder,
+    read_json,
+    read_jsonl,
+)
 from failtune.manifest import now, write_manifest
 
 # Arguments that must agree between shards: they decide which problems exist and what is run.
@@ -28,7 +33,7 @@ def merge(shard_dirs: Sequence[str | Path], output_dir: str | Path) -> ExtractRe
     """Check the shards and write the merged results, training files and manifest."""
     started, t0 = now(), time.perf_counter()
     dirs = [Path(d) for d in shard_dirs]
-    out = Path(output_dir)
+    out = output_folder(output_dir)
     if not dirs:
         raise FailtuneError("give the output folders of the shards to merge")
     if any(d.resolve() == out.resolve() for d in dirs):
@@ -100,10 +105,7 @@ def _shard_manifest(d: Path) -> dict[str, Any]:
     path = d / "manifest.json"
     if not path.is_file():
         raise FailtuneError(f"{d} holds no manifest.json: not the output folder of an extract")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise FailtuneError(f"{path} is not valid JSON: was the shard's folder edited?") from None
+    manifest = read_json(path)
     if manifest.get("step") != "extract" or "sharding" not in manifest:
         raise FailtuneError(f"{d} is not a shard (made without --num-shards); nothing to merge")
     return manifest

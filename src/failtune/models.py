@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
+from failtune.files import read_json
 
 BUILTIN_SMOLLM2 = "builtin:smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -73,13 +73,12 @@ def resolve_model(spec: str, base: str | None = None) -> ModelRef:
 
 def _adapter_base(adapter_dir: Path) -> str:
     meta = adapter_dir / TRAIN_META
-    if meta.is_file():
-        return json.loads(meta.read_text())["base_model"]
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
+    base = read_json(meta).get("base_model") if meta.is_file() else None
     if not base:
+        base = read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
         raise FailtuneError(f"adapter {adapter_dir} does not say which base model it belongs to")
-    return str(base)
+    return base
 
 
 def pick_device(device: str = "auto") -> str:
@@ -138,7 +137,7 @@ def load_model(ref: ModelRef, *, dtype: str = "auto", device: str = "auto") -> A
     if ref.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, ref.adapter)
+        model = _wrap_load(ref, lambda: PeftModel.from_pretrained(model, ref.adapter))
     return model.to(device).eval()
 
 
@@ -156,12 +155,17 @@ def _has_tokenizer(folder: Path) -> bool:
 
 
 def _wrap_load(ref: ModelRef, load: Any) -> Any:
-    """Turn library load failures (offline hub, wrong id, bad files) into one clear sentence."""
+    """Turn library load failures (offline hub, wrong id, bad files) into one clear sentence.
+
+    Damaged files fail deep inside the readers (numpy or struct for a cut GGUF, Rust for a
+    broken safetensors header), so every exception counts.
+    """
     try:
         return load()
-    except (OSError, ValueError) as e:
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FailtuneError(f"could not load model {ref.label}: {first}") from e
+        damaged = "" if isinstance(e, OSError | ValueError) else " (damaged or incomplete files?)"
+        raise FailtuneError(f"could not load model {ref.label}: {first}{damaged}") from e
 
 
 def cache_dir() -> Path:

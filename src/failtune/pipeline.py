@@ -25,7 +25,7 @@ from failtune.console import live_view, note
 from failtune.cost import token_counts
 from failtune.evaluation import RESULTS, RESULTS_SOURCE, evaluate, load_problems
 from failtune.extract import extract
-from failtune.files import atomic_write_json, read_jsonl, sha256_file
+from failtune.files import atomic_write_json, output_folder, read_json, read_jsonl, sha256_file
 from failtune.manifest import now
 from failtune.models import resolve_model
 from failtune.options import SECTIONS
@@ -67,10 +67,10 @@ class Run:
 
     def __init__(self, config: dict[str, Any], show_progress: bool) -> None:
         self.config, self.show_progress = config, show_progress
-        self.dir = Path(config["output_dir"])
+        self.dir = output_folder(config["output_dir"])
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / STATE
-        self.state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.state: dict[str, Any] = read_json(path) if path.exists() else {}
         self.state.setdefault("steps", {})
         self.state["config"] = config
         self.state["rounds"] = []
@@ -298,7 +298,7 @@ def _validate_round(run: Run, rnd: _Round, training: dict[str, Any]) -> Path:
 def _record_round(run: Run, rnd: _Round, previous: Path | None) -> bool:
     """Record the round's outcome in the run state; whether the next round should start."""
     val = run.config["validate"]
-    outcome = json.loads((rnd.validate_dir / VALIDATION).read_text())
+    outcome = read_json(rnd.validate_dir / VALIDATION)
     decision = _decide(
         rnd.validate_dir / "candidate" / RESULTS, previous or run.dir / BASELINE / RESULTS, val
     )

@@ -6,13 +6,13 @@ two formats in failtune.document, loaded only when a report is written (matplotl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from failtune.console import out
+from failtune.files import read_json
 
 if TYPE_CHECKING:
     from failtune.extract import ExtractResult
@@ -151,7 +151,7 @@ def print_run_validation(result: RunResult) -> None:
 
     if result.final_validation is None:
         return
-    data = json.loads(result.final_validation.read_text())
+    data = read_json(result.final_validation)
     print_validation(
         ValidationResult(
             result.final_validation.parent,

@@ -6,7 +6,6 @@ adds blocks to a failtune.document.Document; nothing here lays out Markdown or H
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from failtune import plots
 from failtune.cost import summarize_cost
 from failtune.document import Document
 from failtune.errors import FailtuneError
+from failtune.files import read_json
 
 _EXAMPLES = 3  # fixed and broken problems shown
 _SNIPPET = 280  # characters of a completion shown in the examples table
@@ -39,7 +39,7 @@ def build_report(
 ) -> Document:
     """Read a run folder (run_state.json) or a validate folder (validation.json)."""
     source = _read_source(folder, gpu_hourly_usd, api_usd_per_mtok)
-    validation = json.loads((source.vdir / "validation.json").read_text())
+    validation = read_json(source.vdir / "validation.json")
     tables = validation["categories"]
     base = _results(source.vdir / "base" / "results.jsonl")
     cand = _results(source.vdir / "candidate" / "results.jsonl")
@@ -70,7 +70,7 @@ def _read_source(
 
     state_path = folder / STATE
     if state_path.is_file():
-        state = json.loads(state_path.read_text())
+        state = read_json(state_path)
         if not state.get("rounds"):
             raise FailtuneError(f"{folder}: no round has finished yet; rerun `failtune run`")
         config = state["config"]
@@ -180,7 +180,7 @@ def _judge(doc: Document, judged: dict[str, Any]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def _results(path: Path) -> dict[str, dict[str, Any]]:

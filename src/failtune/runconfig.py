@@ -37,11 +37,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise FailtuneError(f"{p}: config files are .toml, .yaml or .yml")
     except FailtuneError:
         raise
+    except UnicodeDecodeError:
+        raise FailtuneError(f"{p} is not UTF-8 text; save it as UTF-8") from None
     except Exception as e:  # tomllib.TOMLDecodeError, yaml.YAMLError: the user's file is broken
-        raise FailtuneError(f"{p}: not a valid config ({e})") from None
+        raise FailtuneError(f"{p}: not a valid config ({_parse_error(e)})") from None
     if not isinstance(data, dict):
         raise FailtuneError(f"{p}: the config must be a table of keys")
     return data
+
+
+def _parse_error(error: Exception) -> str:
+    """One line: YAML's messages span several lines and quote the broken text."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        problem = getattr(error, "problem", None) or "cannot parse"
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(error).strip().splitlines()[0]
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -15,7 +15,13 @@ from typing import Any
 
 from failtune.console import note, progress_bar, warn
 from failtune.errors import FailtuneError
-from failtune.files import atomic_write_json, read_jsonl, sha256_file
+from failtune.files import (
+    atomic_write_json,
+    output_folder,
+    read_jsonl,
+    sha256_file,
+    writing_into,
+)
 from failtune.manifest import now, write_manifest
 from failtune.mixing import mix_examples
 from failtune.models import (
@@ -125,7 +131,7 @@ def train(
     examples, mixture = mix_examples(per_file, o.mix, replay_rows, o.replay_ratio, o.seed)
     files = list(per_file) + ([Path(o.replay)] if o.replay else [])
     ref = resolve_model(model_name)
-    out = Path(output_dir)
+    out = output_folder(output_dir)
     model, tokenizer, device = _model_and_tokenizer(ref, loaded, o.dtype, o.device)
     model.train()
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
@@ -241,7 +247,8 @@ def _fit(
     last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
     if last:
         note(f"resuming training from {last}")
-    return trainer, trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with writing_into(Path(config.output_dir)):
+        return trainer, trainer.train(resume_from_checkpoint=str(last) if last else None)
 
 
 def _save(
@@ -301,8 +308,9 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     scratch = out / ".saving"
     shutil.rmtree(scratch, ignore_errors=True)
     (out / "adapter_config.json").unlink(missing_ok=True)
-    trainer.save_model(str(scratch))
-    tokenizer.save_pretrained(str(scratch))
+    with writing_into(out):
+        trainer.save_model(str(scratch))
+        tokenizer.save_pretrained(str(scratch))
     names = sorted(p.name for p in scratch.iterdir())
     for name in sorted(names, key=lambda n: n == "adapter_config.json"):
         os.replace(scratch / name, out / name)
@@ -312,8 +320,9 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
 def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
     """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
     merged = model.merge_and_unload()
-    merged.save_pretrained(str(target))
-    tokenizer.save_pretrained(str(target))
+    with writing_into(target):
+        merged.save_pretrained(str(target))
+        tokenizer.save_pretrained(str(target))
     return merged
 
 

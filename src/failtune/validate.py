@@ -14,7 +14,7 @@ from typing import Any
 from failtune.backends import Backend, load_backend
 from failtune.errors import FailtuneError
 from failtune.evaluation import Completion, evaluate, holdouts, load_problems, read_completions
-from failtune.files import atomic_write_json
+from failtune.files import atomic_write_json, output_folder
 from failtune.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.manifest import now, write_manifest
 from failtune.options import ValidateOptions, build, record, with_custom
@@ -124,7 +124,7 @@ def validate(
     base_completions = _check_request(base, o)
     parsed_gates = [parse_gate(g) for g in o.gates]  # fail on a typo before any model loads
     started, t0 = now(), time.perf_counter()
-    out = Path(o.output_dir)
+    out = output_folder(o.output_dir)
     sources = {"base": (base, base_completions), "candidate": (candidate, o.candidate_completions)}
     inputs = {
         name: _side_input(name, model, file, categories, o, task_options)

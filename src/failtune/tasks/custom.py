@@ -93,6 +93,13 @@ class CustomTask(Task):
         for lineno, row in enumerate(rows, start=1):
             if not isinstance(row.get("question"), str) or "answer" not in row:
                 raise FailtuneError(f'{self.path}: line {lineno} needs "question" and "answer"')
+            choices = row.get("choices")
+            if choices is not None and not (
+                isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+            ):
+                raise FailtuneError(
+                    f'{self.path}: line {lineno}: "choices" must be a list of texts'
+                )
             if self.grader in ("regex", "code") and not isinstance(row.get("solution"), str):
                 raise FailtuneError(
                     f'{self.path}: line {lineno}: {self.grader} answers need a "solution" to '
