@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import _require_smollm2
 from servers import StubHandler, free_port, stub_server
 
 from failtune.cli import main
@@ -315,6 +316,11 @@ CASES: list[tuple[str, Builder, str]] = [
         r"could not load model .*m\.gguf",
     ),
     (
+        "extract-model-truncated-gguf",
+        lambda e: cli(f"{MODEL_RUN} --model_path {{}}", _cut_smollm2(e)),
+        r"could not load model .*cut\.gguf",
+    ),
+    (
         "extract-model-broken-config",
         lambda e: cli(f"{MODEL_RUN} --model_path {{}}", e.parent("m/config.json", "{oops")),
         r"could not load model .*m",
@@ -328,6 +334,11 @@ CASES: list[tuple[str, Builder, str]] = [
         "extract-server-down",
         lambda e: _server_extract(f"http://127.0.0.1:{free_port()}/v1", e.path("o"), limit=1),
         r"failed 1 times \(last: cannot connect\)",
+    ),
+    (
+        "extract-server-address-without-scheme",
+        lambda e: _server_extract("localhost:8000/v1", e.path("o"), limit=1),
+        r"--base-url localhost:8000/v1: write it as http://host:port/v1",
     ),
     (
         "extract-server-rejects-key",
@@ -581,6 +592,15 @@ def _broken_weights(env: Env) -> str:
     shutil.copytree(env.tiny(), target)
     (target / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
     return str(target)
+
+
+def _cut_smollm2(env: Env) -> str:
+    """The first 64 KB of the real SmolLM2 GGUF, as a download cut short leaves it."""
+    _require_smollm2()
+    from failtune.models import smollm2_gguf
+
+    with smollm2_gguf().open("rb") as f:
+        return env.file("cut.gguf", f.read(1 << 16))
 
 
 def _append(path: Path, tail: bytes) -> None:

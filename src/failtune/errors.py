@@ -25,7 +25,7 @@ def describe_os_error(error: OSError) -> str:
     if error.errno == errno.EROFS:
         return f"cannot write{where}: the file system is read-only"
     if error.errno == errno.EEXIST and name:
-        return f"{name} is a file, not a folder: give another output folder"
+        return f"{name} is a file, not a folder: move it away or write somewhere else"
     if error.errno == errno.ENOTDIR and name:
         return f"{name}: part of this path is a file, not a folder"
     if error.errno == errno.EISDIR and name:

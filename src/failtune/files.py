@@ -23,7 +23,7 @@ from failtune.errors import FailtuneError
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` so that readers see either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
+    tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are meant to be shared
@@ -32,13 +32,13 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException as e:
+        tmp = None
+    except OSError as e:  # a full disk: the old file stays as it was
+        raise naming(e, path) from None
+    finally:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise naming(e, path) from None
-        raise
 
 
 def naming(error: OSError, path: Path) -> OSError:
@@ -61,6 +61,8 @@ def writing_into(folder: Path) -> Iterator[None]:
     """
     try:
         yield
+    except FailtuneError:
+        raise
     except OSError as e:
         raise (naming(e, folder) if e.filename is None else e) from None
     except Exception as e:
@@ -105,8 +107,8 @@ class JsonlAppender:
         data = memoryview("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
         start = os.fstat(self._f.fileno()).st_size
         try:
-            while data:
-                data = data[self._f.write(data) or 0 :]
+            while data:  # a write to a nearly full disk can be short
+                data = data[self._f.write(data) :]
             os.fsync(self._f.fileno())
         except OSError as e:
             self._f.truncate(start)
@@ -217,11 +219,11 @@ def _read_bytes(path: Path) -> bytes:
 def output_folder(path: str | Path) -> Path:
     """Where a command writes: a file in the way fails at once, before any model loads."""
     folder = Path(path)
-    for part in (folder, *folder.parents):
-        if part.exists() and not part.is_dir():
-            raise FailtuneError(
-                f"{part} is a file, not a folder: give another output folder than {folder}"
-            )
+    if folder.exists() and not folder.is_dir():
+        raise FailtuneError(f"{folder} is a file, not a folder: give a folder to write into")
+    for parent in folder.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FailtuneError(f"{parent} is a file, not a folder, so {folder} cannot be made")
     return folder
 
 

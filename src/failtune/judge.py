@@ -50,10 +50,13 @@ class Judge:
             import openai
         except ImportError:  # pragma: no cover - a dependency of failtune
             raise FailtuneError("judging needs the openai package: pip install openai") from None
+        from failtune.backends.openai import make_client
+
         self.model = model
         self._errors = (openai.APIError,)
-        self.client = openai.OpenAI(
-            base_url=url,
+        self.client = make_client(
+            url,
+            "--judge-url",
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "unused",
             max_retries=3,
             timeout=120,

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
@@ -94,8 +95,9 @@ class OpenAIBackend:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise FailtuneError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
-        client = openai.OpenAI(
-            base_url=base_url,
+        client = make_client(
+            base_url,
+            "--base-url",
             api_key=_api_key(api_key_env),
             timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
             max_retries=0,  # retried here, so a dead server ends in one clear sentence
@@ -243,6 +245,16 @@ class OpenAIBackend:
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter, capped at a minute."""
         return random.uniform(0.5, 1.0) * min(60.0, self.backoff * 2**attempt)
+
+
+def make_client(base_url: str, flag: str, **options: Any) -> openai.OpenAI:
+    """An OpenAI client; a malformed address is a user error naming the flag that gave it."""
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        raise FailtuneError(f"{flag} {base_url}: write it as http://host:port/v1")
+    try:
+        return openai.OpenAI(base_url=base_url, **options)
+    except Exception as e:  # the HTTP library's InvalidURL (no stable import path)
+        raise FailtuneError(f"{flag} {base_url} is not a valid address: {e}") from None
 
 
 class _Cancelled(Exception):
