@@ -9,7 +9,6 @@ tests mount a small tmpfs (root only) and check that the rerun with space finish
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -245,7 +244,7 @@ CASES: list[tuple[str, Builder, str]] = [
     (
         "extract-completions-missing",
         lambda e: cli("extract --completions {} --output_dir o", e.path("none.jsonl")),
-        r"not found: .*none\.jsonl",
+        r"none\.jsonl(, which does not exist)?$",
     ),
     (
         "extract-completions-is-a-folder",
@@ -631,15 +630,17 @@ def run_cli(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int | N
 def assert_one_clean_line(code: int | None, err: str, expect: str) -> None:
     """Non-zero exit, no traceback, and one `failtune: error:` line, the last thing printed.
 
-    Lines before it are the command's progress (a bar, "round-1/extract: started").
+    Lines before it are the command's progress (a bar, "round-1/extract: started"); after it
+    come only the "  - " items of a config or flag check that lists several problems at once.
     """
     assert "Traceback" not in err, err
     assert code not in (0, None), err
     lines = err.rstrip("\n").splitlines()
-    errors = [line for line in lines if line.startswith("failtune: error: ")]
+    errors = [i for i, line in enumerate(lines) if line.startswith("failtune: error: ")]
     assert len(errors) == 1, f"expected one error line, got {len(errors)}:\n{err}"
-    assert lines[-1] == errors[0], f"the error is not the last line printed:\n{err}"
-    assert re.search(expect, errors[0]), errors[0]
+    after = lines[errors[0] + 1 :]
+    assert all(line.startswith("  - ") for line in after), f"printed after the error:\n{err}"
+    assert re.search(expect, lines[errors[0]] + "".join(after)), err
 
 
 @pytest.fixture
@@ -761,11 +762,8 @@ def test_full_disk_while_training_keeps_checkpoints_and_the_rerun_finishes(
     tiny_model_dir: Path,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A checkpoint every step (about 4 MB each): the first fits in 6 MB, the second does not."""
-    train = importlib.import_module("failtune.train").train  # the package exports the function
-    monkeypatch.setitem(train.__kwdefaults__, "save_steps", 1)
     data = tmp_path / "math_training_ready.jsonl"
     examples = [{"instruction": f"What is {i} + 1?", "output": f"It is {i + 1}."} for i in range(4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in examples))
@@ -773,7 +771,7 @@ def test_full_disk_while_training_keeps_checkpoints_and_the_rerun_finishes(
     adapter = small_disk("6m") / "adapter"
     argv = ["train", "--model_name", str(tiny_model_dir), "--dataset_path", str(data)]
     argv += ["--output_dir", str(adapter), "--batch_size", "2", "--num_train_epochs", "1"]
-    argv += ["--device", "cpu", "--no-progress"]
+    argv += ["--save-steps", "1", "--device", "cpu", "--no-progress"]
     code, err = run_cli(argv, capfd)
     assert_one_clean_line(code, err, r"the disk is full while writing .*adapter/checkpoints")
     first = adapter / "checkpoints" / "checkpoint-1"
