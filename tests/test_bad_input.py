@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import _require_smollm2
+from conftest import require_smollm2
 from servers import StubHandler, free_port, stub_server
 
 from failtune.cli import main
@@ -595,7 +595,7 @@ def _broken_weights(env: Env) -> str:
 
 def _cut_smollm2(env: Env) -> str:
     """The first 64 KB of the real SmolLM2 GGUF, as a download cut short leaves it."""
-    _require_smollm2()
+    require_smollm2()
     from failtune.models import smollm2_gguf
 
     with smollm2_gguf().open("rb") as f:
