@@ -121,6 +121,28 @@ class LlamaServer:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
+def chat_answer(content: str, finish_reason: str, completion_tokens: int) -> dict:
+    """A chat.completion body as an OpenAI-compatible server sends it."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 5,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 5 + completion_tokens,
+        },
+    }
+
+
 class StubHandler(BaseHTTPRequestHandler):
     """Base of the tests' scripted OpenAI-compatible stubs: JSON replies, no request log."""
 

@@ -22,24 +22,11 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import require_smollm2
-from servers import StubHandler, free_port, stub_server
+from servers import StubHandler, chat_answer, free_port, stub_server
 
 from failtune.cli import main
 
-ANSWER = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "m",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "3 + 4 = 7. The answer is 7."},
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
-}
+ANSWER = chat_answer("3 + 4 = 7. The answer is 7.", "stop", 9)
 GOOD = [
     {"id": "gsm8k/test/0", "completion": "The answer is 18."},
     {"id": "gsm8k/test/1", "completion": "The answer is 2."},

@@ -10,26 +10,13 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
-from servers import StubHandler, stub_server
+from servers import StubHandler, chat_answer, stub_server
 
 from failtune.backends import GenParams, generate_all
 from failtune.backends.openai import OpenAIBackend, ServerError
 from failtune.errors import FailtuneError
 
-ANSWER = {
-    "id": "x",
-    "object": "chat.completion",
-    "created": 0,
-    "model": "m",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "3 + 4 = 7. The answer is 7. Next"},
-            "finish_reason": "length",
-        }
-    ],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16},
-}
+ANSWER = chat_answer("3 + 4 = 7. The answer is 7. Next", "length", 11)
 
 
 class Scripted(StubHandler):
