@@ -389,6 +389,16 @@ class TrainOptions:
     )
     dtype: str = option("auto", "as for extract", choices=DTYPES)
     device: str = option("auto", "as for extract")
+    padding_free: bool = option(
+        True,
+        "concatenate each batch's examples with per-example positions instead of padding them "
+        "to the longest (same losses, no compute on padding); --no-padding-free pads",
+    )
+    report_to: str = option(
+        "none",
+        "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
+        "mlflow, trackio or none",
+    )
     # The run decides these itself: merging between rounds, its own seed, always resuming.
     merge: bool = option(False, "also save base+adapter merged into <output_dir>/merged", run=False)
     seed: int = option(0, "training seed", run=False)

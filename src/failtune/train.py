@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from failtune.console import note, progress_bar, warn
 from failtune.errors import FailtuneError
@@ -117,7 +118,12 @@ def train(
     by `mix`; `replay` adds already-solved examples as `replay_ratio` of the set
     (failtune.mixing). `loaded` passes (model, tokenizer) of `model_name` already in memory, to
     skip a reload; the adapter is then injected into that model. The progress bar (steps, loss)
-    joins a run's live view when one is open (console.live_view).
+    joins a run's live view when one is open (console.live_view). `padding_free` concatenates
+    each batch's examples into one row with position ids restarting per example, so no pad
+    token is computed and attention never crosses examples (transformers builds the
+    block-diagonal mask from the position ids); the losses equal those of padded batches.
+    `report_to` names the trackers TRL logs to (`tensorboard` writes into
+    <output_dir>/tensorboard unless TENSORBOARD_LOGGING_DIR is set).
     """
     import torch
 
@@ -213,7 +219,7 @@ def _sft_config(
         fp16=False,
         **{checkpointing: on_gpu},
         use_cpu=not on_gpu,
-        report_to="none",
+        report_to=o.report_to,
         disable_tqdm=True,  # failtune's own bar shows steps and loss (_progress_callback)
         dataset_num_proc=None,
         packing=False,
@@ -229,20 +235,27 @@ def _fit(
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=LoraConfig(
-            r=o.lora_r,
-            lora_alpha=o.lora_alpha,
-            lora_dropout=o.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        ),
-        callbacks=[_progress_callback(bar)],
-    )
+    # transformers' TensorBoard callback reads its folder from the environment when created.
+    logs = tensorboard_dir(Path(config.output_dir).parent)
+    with patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(logs)}):
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=LoraConfig(
+                r=o.lora_r,
+                lora_alpha=o.lora_alpha,
+                lora_dropout=o.lora_dropout,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+            callbacks=[_progress_callback(bar)],
+        )
+    # TRL's padding_free option refuses max_length (it truncates only padded datasets), so the
+    # dataset is prepared, truncated and cleaned of fully-masked examples as for padded batches,
+    # and only the collator flattens: the very same examples train in the same batches.
+    trainer.data_collator.padding_free = o.padding_free
     trainer.remove_callback(PrinterCallback)  # without tqdm, HF would print every log dict
     last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
     if last:
@@ -274,6 +287,11 @@ def _save(
     if not merge:
         return metrics, trained, None
     return metrics, _merge(trained, tokenizer, out / "merged"), out / "merged"
+
+
+def tensorboard_dir(output_dir: Path) -> Path:
+    """Where training's TensorBoard events go; a TENSORBOARD_LOGGING_DIR the user set wins."""
+    return Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or output_dir / "tensorboard")
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
