@@ -10,6 +10,7 @@ from helpers import arith_training_file
 from transformers import AutoModelForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from failtune import varlen
 from failtune.models import load_model, resolve_model
 from failtune.train import train
 
@@ -33,8 +34,7 @@ def token_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     Without a cache, as in training: transformers reads packed sequences from the position ids
     only when there is none.
     """
-    keys = ("input_ids", "attention_mask", "position_ids")
-    inputs = {k: v for k, v in batch.items() if k in keys}
+    inputs = {k: v for k, v in batch.items() if k != "labels"}  # with the example boundaries
     with torch.no_grad():
         logits = model(**inputs, use_cache=False).logits[:, :-1].float()
     labels = batch["labels"][:, 1:]
@@ -57,16 +57,38 @@ def check_exact(model, pad_id: int, vocab: int) -> None:
     assert torch.allclose(padded, alone, atol=1e-4, rtol=0)
     # The check can fail: one long sequence (positions not restarting) lets examples attend to
     # the ones before them.
-    leaky = {**flat, "position_ids": torch.arange(sum(LENGTHS))[None]}
+    leaky = {k: flat[k] for k in ("input_ids", "labels")}
+    leaky["position_ids"] = torch.arange(sum(LENGTHS))[None]
     assert not torch.allclose(token_losses(model, leaky), alone, atol=1e-2)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", varlen.NAME])
 def test_padding_free_batch_equals_each_example_alone_tiny(
     tiny_model_dir: Path, attention: str
 ) -> None:
+    varlen.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention)
     check_exact(model.eval(), model.config.pad_token_id, model.config.vocab_size)
+
+
+def test_per_example_attention_runs_one_call_per_example_and_is_restored(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    lengths: list[int] = []
+
+    def counting(query: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        lengths.append(query.shape[2])
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    rows = examples(model.config.vocab_size)
+    with varlen.per_example_attention(model):
+        assert model.config._attn_implementation == varlen.NAME
+        token_losses(model, DataCollatorForLanguageModeling(0, padding_free=True)(rows))
+    assert lengths == list(LENGTHS) * model.config.num_hidden_layers
+    assert model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.model
@@ -74,6 +96,8 @@ def test_padding_free_batch_equals_each_example_alone_smollm2(smollm2_tokenizer)
     model = load_model(resolve_model("builtin:smollm2"), device="cpu").eval()
     assert model.config._attn_implementation == "sdpa"
     check_exact(model, smollm2_tokenizer.pad_token_id, model.config.vocab_size)
+    with varlen.per_example_attention(model):
+        check_exact(model, smollm2_tokenizer.pad_token_id, model.config.vocab_size)
 
 
 def test_padding_free_training_logs_the_same_losses(tiny_model_dir: Path, tmp_path: Path) -> None:

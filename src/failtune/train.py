@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from failtune.models import (
     resolve_model,
 )
 from failtune.options import TrainOptions, build, record
+from failtune.varlen import per_example_attention
 
 LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
 
@@ -121,9 +123,10 @@ def train(
     joins a run's live view when one is open (console.live_view). `padding_free` concatenates
     each batch's examples into one row with position ids restarting per example, so no pad
     token is computed and attention never crosses examples (transformers builds the
-    block-diagonal mask from the position ids); the losses equal those of padded batches.
-    `report_to` names the trackers TRL logs to (`tensorboard` writes into
-    <output_dir>/tensorboard unless TENSORBOARD_LOGGING_DIR is set).
+    block-diagonal mask from the position ids); the losses equal those of padded batches; on
+    sdpa, attention is then computed example by example (failtune.varlen). `report_to` names
+    the trackers TRL logs to (`tensorboard` writes into <output_dir>/tensorboard unless
+    TENSORBOARD_LOGGING_DIR is set).
     """
     import torch
 
@@ -260,7 +263,10 @@ def _fit(
     last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
     if last:
         note(f"resuming training from {last}")
-    with writing_into(Path(config.output_dir)):
+    with (
+        writing_into(Path(config.output_dir)),
+        per_example_attention(model) if o.padding_free else nullcontext(),
+    ):
         return trainer, trainer.train(resume_from_checkpoint=str(last) if last else None)
 
 
