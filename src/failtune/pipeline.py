@@ -30,6 +30,8 @@ from failtune.manifest import now
 from failtune.models import resolve_model
 from failtune.options import SECTIONS
 from failtune.stats import compare
+from failtune.tracking import track_round, without_trackers
+from failtune.train import tensorboard_dir
 from failtune.validate import VALIDATION, validate
 
 if TYPE_CHECKING:
@@ -255,7 +257,7 @@ def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> None:
     run.step(
         f"round-{rnd.r}/train",
         {
-            "section": run.config["train"],
+            "section": without_trackers(run.config["train"]),
             "model": rnd.model,
             "seed": run.config["seed"],
             "merge": merge,
@@ -299,6 +301,7 @@ def _record_round(run: Run, rnd: _Round, previous: Path | None) -> bool:
     """Record the round's outcome in the run state; whether the next round should start."""
     val = run.config["validate"]
     outcome = read_json(rnd.validate_dir / VALIDATION)
+    track_round(run.config, run.state["steps"], rnd.r, tensorboard_dir(rnd.adapter), outcome)
     decision = _decide(
         rnd.validate_dir / "candidate" / RESULTS, previous or run.dir / BASELINE / RESULTS, val
     )

@@ -17,6 +17,7 @@ from typing import Any
 from failtune import checks, options
 from failtune.errors import FailtuneError
 from failtune.tasks import TASKS
+from failtune.tracking import parse_report_to
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -149,6 +150,11 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
         found += checks.gate_problems(gates, categories, judge=False)
     if isinstance(config["model"], str) and config["model"]:
         found += checks.model_problems(config["model"], "model")
+    if isinstance(config["train"]["report_to"], str):
+        try:
+            parse_report_to(config["train"]["report_to"])
+        except FailtuneError as e:
+            found.append(f"[train] {e}")
     return found
 
 

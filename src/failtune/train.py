@@ -35,6 +35,7 @@ from failtune.models import (
     resolve_model,
 )
 from failtune.options import TrainOptions, build, record
+from failtune.tracking import parse_report_to
 from failtune.varlen import per_example_attention
 
 LOW_LR = 1e-5  # below this, zero-initialised LoRA B matrices barely move in a few epochs
@@ -131,6 +132,7 @@ def train(
     import torch
 
     o = build(TrainOptions, options, overrides)
+    parse_report_to(o.report_to)  # an unknown or missing tracker fails before the model loads
     warning = lr_warning(o.learning_rate)
     if warning:
         warn(warning)
@@ -222,7 +224,7 @@ def _sft_config(
         fp16=False,
         **{checkpointing: on_gpu},
         use_cpu=not on_gpu,
-        report_to=o.report_to,
+        report_to=parse_report_to(o.report_to) or "none",
         disable_tqdm=True,  # failtune's own bar shows steps and loss (_progress_callback)
         dataset_num_proc=None,
         packing=False,
