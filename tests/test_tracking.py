@@ -79,4 +79,4 @@ def test_run_writes_training_and_validation_to_one_tensorboard_run(
     assert found["cost/total_seconds"][0][1] == pytest.approx(total, rel=1e-5)
     assert found["cost/machine_usd"][0][1] == pytest.approx(total / 3600 * 2, rel=1e-5)
     manifest = json.loads((run / "round-1" / "adapter" / "manifest.json").read_text())
-    assert manifest["args"]["report_to"] == ["tensorboard"]
+    assert manifest["args"]["report_to"] == "tensorboard"
