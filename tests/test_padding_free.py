@@ -100,10 +100,21 @@ def test_padding_free_batch_equals_each_example_alone_smollm2(smollm2_tokenizer)
         check_exact(model, smollm2_tokenizer.pad_token_id, model.config.vocab_size)
 
 
-def test_padding_free_training_logs_the_same_losses(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_padding_free_training_logs_the_same_losses(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = arith_training_file(tmp_path / "arith_training_ready.jsonl", n=12)
-    losses, tokens = {}, {}
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    batches: list[int] = []  # the batch dimension of every attention call
+
+    def counting(query: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        batches.append(query.shape[0])
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    losses, tokens, calls = {}, {}, {}
     for flag in (True, False):
+        batches.clear()
         result = train(
             str(tiny_model_dir),
             data,
@@ -119,6 +130,9 @@ def test_padding_free_training_logs_the_same_losses(tiny_model_dir: Path, tmp_pa
         losses[flag] = [h["loss"] for h in history if "loss" in h]
         # TRL counts attention-mask ones (padded) or flattened positions: real tokens in both
         tokens[flag] = [h["num_tokens"] for h in history if "num_tokens" in h]
+        calls[flag] = list(batches)
     assert len(losses[True]) == 3
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     assert tokens[True] == tokens[False]
+    # 12 examples x 2 layers: one attention call per example; padded: one per batch of 4
+    assert calls[True] == [1] * 24 and calls[False] == [4] * 6
