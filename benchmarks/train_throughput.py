@@ -158,26 +158,8 @@ def compare(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--failures", help="a *_training_ready.jsonl to train on")
-    ap.add_argument("--problems", type=int, default=520, help="GSM8K train problems otherwise")
-    ap.add_argument("--batch-sizes", default="8", help="comma-separated (default 8)")
-    ap.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
-    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output", default=str(RESULTS))
-    ap.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        figures = measure(
-            Path(args.data), CONFIGS[args.child], int(args.batch_sizes), args.steps, args.seed
-        )
-        print(json.dumps(figures))
-        return
-    work = Path(tempfile.mkdtemp(prefix="train-throughput-"))
-    data = work / "math_training_ready.jsonl"
+def compare_all(args: argparse.Namespace, data: Path) -> None:
+    """Write the examples, run every configuration at every batch size, save the JSON."""
     source = write_examples(data, args.failures, args.problems)
     report: dict[str, Any] = {
         "model": MODEL,
@@ -210,6 +192,29 @@ def main() -> None:
             Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
         summary = {k: v for k, v in entry.items() if k != "runs"}
         print(f"batch {batch}: {json.dumps(summary)}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--failures", help="a *_training_ready.jsonl to train on")
+    ap.add_argument("--problems", type=int, default=520, help="GSM8K train problems otherwise")
+    ap.add_argument("--batch-sizes", default="8", help="comma-separated (default 8)")
+    ap.add_argument("--steps", type=int, default=10, help="optimizer steps per run")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per configuration")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--output", default=str(RESULTS))
+    ap.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        figures = measure(
+            Path(args.data), CONFIGS[args.child], int(args.batch_sizes), args.steps, args.seed
+        )
+        print(json.dumps(figures))
+        return
+    with tempfile.TemporaryDirectory(prefix="train-throughput-") as work:
+        data = Path(work) / "math_training_ready.jsonl"
+        compare_all(args, data)
     print(f"saved {args.output}")
 
 
