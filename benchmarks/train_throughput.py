@@ -21,6 +21,7 @@ failure's training example holds (labelled `gsm8k-train-solutions` in the JSON).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -55,8 +56,9 @@ def measure(data: Path, padding_free: bool, batch_size: int, steps: int, seed: i
     """One training run in this process: per-step losses, batch shapes, time, peak RSS."""
     from trl.trainer import sft_trainer
 
-    import failtune.train
     from failtune.train import train
+
+    module = importlib.import_module("failtune.train")  # the package exports train() by that name
 
     # Instrumentation of this process only: record each collated batch's shape, log every step.
     shapes: list[tuple[int, int, int]] = []  # per collated batch: examples, longest, real tokens
@@ -68,14 +70,14 @@ def measure(data: Path, padding_free: bool, batch_size: int, steps: int, seed: i
         return collate(self, examples)
 
     sft_trainer.DataCollatorForLanguageModeling.torch_call = recording
-    make_config = failtune.train._sft_config
+    make_config = module._sft_config
 
     def every_step(*args: Any, **kwargs: Any) -> Any:
         config = make_config(*args, **kwargs)
         config.logging_steps = 1
         return config
 
-    failtune.train._sft_config = every_step
+    module._sft_config = every_step
     n = sum(1 for _ in data.open())
     with tempfile.TemporaryDirectory() as out:
         result = train(
