@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,18 @@ from failtune.errors import FailtuneError
 from failtune.tracking import parse_report_to, summary_metrics
 
 
+def require_tensorboard() -> None:
+    """The dev extra installs TensorBoard: under CI its absence is a failure, not a skip."""
+    if importlib.util.find_spec("tensorboard") is None:
+        message = "TensorBoard missing: pip install -e '.[dev]'"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of every event file in `folder`, read with TensorBoard's own reader."""
-    pytest.importorskip("tensorboard", reason="TensorBoard event reader: pip install tensorboard")
+    require_tensorboard()
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     mux = EventMultiplexer().AddRunsFromDirectory(str(folder)).Reload()
@@ -58,7 +69,7 @@ def test_summary_metrics_flatten_tables_gates_and_cost() -> None:
 def test_run_writes_training_and_validation_to_one_tensorboard_run(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("tensorboard", reason="report_to tensorboard: pip install tensorboard")
+    require_tensorboard()
     config = tiny_config(tmp_path, tiny_model_dir)
     config.write_text(config.read_text().replace("rounds = 2", "rounds = 1"))
     args = ["run", str(config), "--no-progress", "--set", "train.report_to=tensorboard"]
