@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import require_smollm2
 
+from failtune.console import QUIET_ENV
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # What failtune itself prints in the commands below (console.note / warn, rich tables).
@@ -35,7 +37,9 @@ LEAKS = [r"\d+%\|", r"\bit/s\]", r"\b\w*Warning\b", r"^(WARNING|INFO|DEBUG)\b", 
 
 def failtune(*args: str, cwd: Path) -> str:
     """stdout and stderr of `failtune ARGS` in a new process, not attached to a terminal."""
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    # Tests that ran the CLI in this process left its quiet switches in the environment.
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    env |= {"PYTHONPATH": str(SRC), "COLUMNS": "200"}
     done = subprocess.run(
         [sys.executable, "-m", "failtune.cli", *args],
         cwd=cwd,

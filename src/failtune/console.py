@@ -85,7 +85,7 @@ def note(message: str) -> None:
 # Other libraries' own output: it tells a failtune user nothing (a GGUF conversion bar, dataset
 # preparation bars, deprecation notices meant for library authors). Environment switches that
 # the libraries read when they are imported:
-_QUIET_ENV = {
+QUIET_ENV = {
     "TQDM_DISABLE": "1",  # plain tqdm bars (transformers' GGUF conversion)
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
@@ -103,7 +103,7 @@ def quiet_libraries() -> None:
     import. failtune's own messages go through `note`/`warn`, never through `warnings` or
     `logging`, so both are silenced below error level for the whole process.
     """
-    for key, value in _QUIET_ENV.items():
+    for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
