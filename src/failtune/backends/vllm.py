@@ -20,7 +20,6 @@ vLLM cannot read a quantised GGUF on every platform (on CPU not at all), so a GG
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import re
 import tempfile
@@ -37,6 +36,7 @@ from failtune.backends import (
     cannot_score,
 )
 from failtune.errors import FailtuneError
+from failtune.files import read_json
 from failtune.models import ModelRef, gguf_as_folder, load_tokenizer, resolve_model
 
 # Finished answers are handed to grading in groups of at least this size (or when the engine
@@ -75,7 +75,7 @@ def served_path(ref: ModelRef) -> str:
 
 def _lora_rank(adapter: str) -> int:
     """vLLM sizes its LoRA buffers up front from max_lora_rank: the adapter's r, rounded up."""
-    r = int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16))
+    r = int(read_json(Path(adapter) / "adapter_config.json").get("r", 16))
     allowed = (8, 16, 32, 64, 128, 256, 320, 512)
     return next((a for a in allowed if a >= r), r)
 
