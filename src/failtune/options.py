@@ -361,7 +361,13 @@ class TrainOptions:
     """LoRA SFT with TRL + PEFT (failtune.train)."""
 
     num_train_epochs: float = option(2.0, "epochs", low=0, open_low=True)
-    learning_rate: float = option(2e-4, "learning rate", low=0, open_low=True)
+    learning_rate: float | list[float] = option(  # noqa: RUF009 (option() returns a field)
+        2e-4,
+        "learning rate; in failtune run a list of them (e.g. [5e-5, 2e-4, 5e-4]) trains one "
+        "adapter per value and keeps the one most accurate on the selection problems",
+        low=0,
+        open_low=True,
+    )
     lora_r: int = option(16, "LoRA rank", low=1)
     lora_alpha: int = option(32, "LoRA alpha", low=1)
     lora_dropout: float = option(0.05, "LoRA dropout", low=0, high=1, open_high=True)
@@ -398,6 +404,14 @@ class TrainOptions:
         "none",
         "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
         "mlflow, trackio or none",
+    )
+    selection_size: int = option(
+        200,
+        "a learning-rate sweep chooses on the last N problems of each extracted task's split "
+        "(GSM8K train: problems 7274-7473 at 200; tasks without a train split: the last N of "
+        "the part not held out); [extract] limit must stop before them",
+        low=1,
+        cli=False,
     )
     # The run decides these itself: merging between rounds, its own seed, always resuming.
     merge: bool = option(False, "also save base+adapter merged into <output_dir>/merged", run=False)
@@ -494,36 +508,55 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _base_type(hint: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
+def _arms(hint: Any) -> tuple[list[Any], bool]:
+    """(the types a value may have besides None, whether None is allowed)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
-    return hint, False
+        args = typing.get_args(hint)
+        return [a for a in args if a is not type(None)], type(None) in args
+    return [hint], False
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(the first type besides None: what a flag parses, whether None is allowed)."""
+    arms, optional = _arms(hint)
+    return arms[0], optional
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:
-    kind, optional = _base_type(hint)
+    """None when `value` has one of the hint's types, else "must be <what it may be>"."""
+    arms, optional = _arms(hint)
     if value is None:
         return None if optional else "must be set"
+    wanted = [_kind_problem(value, kind) for kind in arms]
+    if None in wanted:
+        return None
+    return "must be " + " or ".join(w for w in wanted if w)
+
+
+def _kind_problem(value: Any, kind: Any) -> str | None:
+    """None when `value` is a `kind`, else what a `kind` is ("a number", "a list of strings")."""
     if typing.get_origin(kind) is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else "must be a list of strings"
+        (item,) = typing.get_args(kind)
+        what = _kind_problem(None, item) or ""
+        ok = isinstance(value, list) and all(_kind_problem(v, item) is None for v in value)
+        return None if ok else f"a list of {what.removeprefix('a ')}s"
     if kind is bool:
-        return None if isinstance(value, bool) else "must be true or false"
+        return None if isinstance(value, bool) else "true or false"
     if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else "must be a whole number"
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
     if kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    return None if isinstance(value, str) else "must be a string"
+        return None if ok else "a number"
+    return None if isinstance(value, str) else "a string"
 
 
 def _range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
-    """Choices, files that must exist and numeric bounds; None when the value is fine."""
+    """Choices, files that must exist and numeric bounds (of each item of a list); None when
+    the value is fine."""
     if value is None:
         return None
+    if isinstance(value, list):
+        return next(filter(None, (_range_problem(v, meta) for v in value)), None)
     if meta["choices"] and value not in meta["choices"]:
         return f"must be one of {', '.join(meta['choices'])}, got {value!r}"
     if meta["path"] and not Path(value).expanduser().exists():
@@ -541,10 +574,18 @@ def _range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
 
 
 def value_problems(options: Any) -> list[str]:
-    """Ranges, choices and files of an options object, named by flag (its types are right)."""
+    """Ranges, choices and files of an options object, named by flag (its types are right).
+
+    A list where a single value is also allowed (`learning_rate`) is a run config's sweep;
+    a command that trains or runs once takes one value.
+    """
+    hints = _hints(type(options))
     found = []
     for f in fields(type(options)):
-        problem = _range_problem(getattr(options, f.name), f.metadata)
+        value = getattr(options, f.name)
+        problem = _range_problem(value, f.metadata)
+        if isinstance(value, list) and len(_arms(hints[f.name])[0]) > 1:
+            problem = "takes one value here (a list of them is a sweep, which failtune run does)"
         if problem:
             found.append(f"--{_flag_name(f)} {problem}")
     return found

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from failtune import sweep
 from failtune.backends import Backend, LazyBackend
 from failtune.console import live_view, note
 from failtune.cost import token_counts
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 STATE = "run_state.json"
 BASELINE = "baseline"  # the base model graded once on the held-out problems, shared by rounds
+SELECTION = "selection.json"  # a learning-rate sweep's choice and every candidate's scores
 
 
 def input_hash(**inputs: Any) -> str:
@@ -153,8 +155,11 @@ def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunRe
     rounds = config["rounds"]
     with live_view(show_progress) as view:
         run.view = view
-        # Round 1 has one step more (grading the base on the held-out problems).
-        run.view_task = view.add_task("run", total=3 * rounds + 1, info="")
+        # Round 1 has one step more (grading the base on the held-out problems); a sweep trains
+        # once per learning rate and adds the step that chooses.
+        rates = sweep.candidates(config["train"])
+        per_round = 3 if rates is None else 3 + len(rates)
+        run.view_task = view.add_task("run", total=per_round * rounds + 1, info="")
         final = _rounds(run)
     run.state["finished"] = now()
     run.save()
@@ -185,25 +190,34 @@ class _Round:
 
 
 def _rounds(run: Run) -> Path | None:
-    """Extract → (baseline, once) → train → validate, round after round, until one stops."""
+    """Extract → (baseline, once) → train → validate, round after round, until one stops.
+
+    With a learning-rate sweep the baseline waits until round 1's choice is made, so nothing is
+    generated on the held-out problems before it.
+    """
     cfg = run.config
     model, upstream = cfg["model"], None
     previous: Path | None = None  # the previous round's candidate results (None: the base)
     final: Path | None = None
+    sweeping = sweep.candidates(cfg["train"]) is not None
     for r in range(1, cfg["rounds"] + 1):
         rnd = _Round(r, run.dir / f"round-{r}", model, upstream, last=r == cfg["rounds"])
         run.view.update(run.view_task, description=f"run · round {r}/{cfg['rounds']}")
         _extract_round(run, rnd)
-        if r == 1:
+        if r == 1 and not sweeping:
             _baseline(run)
         training: dict[str, Any] = {}
-        _train_round(run, rnd, training)
+        made_by = _train_round(run, rnd, training)
+        if r == 1 and sweeping:
+            _baseline(run)
         final = _validate_round(run, rnd, training)
+        if sweeping:
+            _record_sweep(rnd)
         if not _record_round(run, rnd, previous):
             break
         previous = rnd.validate_dir / "candidate" / RESULTS
         model = str(rnd.adapter / "merged")
-        upstream = run.state["steps"][f"round-{r}/train"]["hash"]
+        upstream = run.state["steps"][made_by]["hash"]
     return final
 
 
@@ -248,16 +262,45 @@ def _baseline(run: Run) -> None:
     )
 
 
-def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> None:
-    """Train on this round's failures; merged into a plain model when another round follows."""
-    adapter, merge = rnd.adapter, not rnd.last
+def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> str:
+    """Train on this round's failures; merged into a plain model when another round follows.
+
+    A sweep trains one adapter per learning rate, each its own resumable step, then chooses
+    one on the selection problems. Returns the name of the step that made `rnd.adapter`.
+    """
+    rates = sweep.candidates(run.config["train"])
+    if rates is None:
+        _train_one(run, rnd, f"round-{rnd.r}/train", rnd.adapter, {}, training)
+        return f"round-{rnd.r}/train"
+    trained = {}
+    for lr in rates:
+        name = sweep.lr_name(lr)
+        folder = rnd.dir / "sweep" / name
+        # Each candidate's model stays unloaded: the choice and validation open adapters anew.
+        _train_one(run, rnd, f"round-{rnd.r}/train-{name}", folder, {"learning_rate": lr}, {})
+        trained[lr] = folder
+    return _select_round(run, rnd, trained)
+
+
+def _train_one(
+    run: Run,
+    rnd: _Round,
+    name: str,
+    adapter: Path,
+    overrides: dict[str, Any],
+    training: dict[str, Any],
+) -> None:
+    merge = not rnd.last
     outputs = [adapter / "adapter_config.json", adapter / "adapter_model.safetensors"]
     if merge:
         outputs.append(adapter / "merged" / "config.json")
+    # selection_size is the select step's input, not training's: a run that trains once hashes
+    # what it always did.
+    section = {k: v for k, v in run.config["train"].items() if k != "selection_size"}
     run.step(
-        f"round-{rnd.r}/train",
+        name,
         {
-            "section": without_trackers(run.config["train"]),
+            "section": without_trackers({**section, **overrides}),
             "model": rnd.model,
             "seed": run.config["seed"],
             "merge": merge,
@@ -272,7 +315,37 @@ def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> None:
         adapter,
         merge,
         training,
+        overrides,
     )
+
+
+def _select_round(run: Run, rnd: _Round, trained: dict[float, Path]) -> str:
+    """Grade the round's model and every candidate on the selection problems; the chosen
+    adapter is copied to round-N/adapter, where validation and the next round find it."""
+    name = f"round-{rnd.r}/select"
+    select_dir = rnd.dir / "select"
+    val = run.config["validate"]
+    run.step(
+        name,
+        {
+            "extract": {k: run.config["extract"][k] for k in ("categories", "split")},
+            "selection_size": run.config["train"]["selection_size"],
+            "generation": {k: val[k] for k in ("batch_size", "max_new_tokens", "stop")},
+            "tasks": run.config["tasks"],
+            "model": rnd.model,
+            "candidates": {
+                str(lr): sha256_file(d / "adapter_model.safetensors") for lr, d in trained.items()
+            },
+        },
+        [select_dir / SELECTION, rnd.adapter / "adapter_model.safetensors"],
+        [select_dir, rnd.adapter],
+        _select_step,
+        run,
+        rnd,
+        trained,
+        select_dir,
+    )
+    return name
 
 
 def _validate_round(run: Run, rnd: _Round, training: dict[str, Any]) -> Path:
@@ -368,11 +441,18 @@ def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str)
 
 
 def _train_step(
-    run: Run, model: str, ex_dir: Path, adapter: Path, merge: bool, keep: dict[str, Any]
+    run: Run,
+    model: str,
+    ex_dir: Path,
+    adapter: Path,
+    merge: bool,
+    keep: dict[str, Any],
+    overrides: Mapping[str, Any],
 ) -> dict[str, Any]:
     from failtune.train import train
 
-    options = SECTIONS["train"](**run.config["train"], seed=run.config["seed"], merge=merge)
+    section = {**run.config["train"], **overrides}
+    options = SECTIONS["train"](**section, seed=run.config["seed"], merge=merge)
     # Weights opened for generation are not needed again in this round: free them for training.
     run.backends.clear()
     result = train(
@@ -432,6 +512,59 @@ def _validate_step(
         show_progress=run.show_progress,
     )
     return {"passed": result.passed}
+
+
+def _select_step(
+    run: Run, rnd: _Round, trained: dict[float, Path], select_dir: Path
+) -> dict[str, Any]:
+    """The base and each candidate answer the selection problems; the best one is kept."""
+    val = run.config["validate"]
+    problems = sweep.selection_problems(run.config)
+
+    def graded(backend: Backend, out: Path, label: str) -> list[bool]:
+        records = evaluate(
+            problems,
+            out,
+            backend=backend,
+            max_new_tokens=val["max_new_tokens"],
+            stop=tuple(val["stop"]),
+            show_progress=run.show_progress,
+            label=label,
+        )
+        return [r["correct"] for r in records]
+
+    base = graded(run.backend(rnd.model, val["batch_size"]), select_dir / "base", "select: base")
+    scores = {
+        lr: graded(_candidate_backend(run, d, {}), select_dir / d.name, f"select: {d.name}")
+        for lr, d in trained.items()
+    }
+    steps = run.state["steps"]
+    training = {
+        lr: {
+            "final_loss": steps[f"round-{rnd.r}/train-{d.name}"].get("last_logged_loss"),
+            "steps": steps[f"round-{rnd.r}/train-{d.name}"].get("steps"),
+        }
+        for lr, d in trained.items()
+    }
+    outcome = {
+        "selection": sweep.describe(problems, run.config["extract"]["split"]),
+        **sweep.choose(base, scores, training),
+    }
+    shutil.rmtree(rnd.adapter, ignore_errors=True)
+    ignore = shutil.ignore_patterns("checkpoints")  # optimizer states: not part of the adapter
+    shutil.copytree(trained[outcome["chosen"]], rnd.adapter, ignore=ignore)
+    atomic_write_json(select_dir / SELECTION, outcome)
+    note(f"round {rnd.r}: learning rate {outcome['chosen']:g} chosen on the selection problems")
+    return outcome
+
+
+def _record_sweep(rnd: _Round) -> None:
+    """validation.json says which learning rate was chosen, how, and among which."""
+    path = rnd.validate_dir / VALIDATION
+    body = read_json(path)
+    record = read_json(rnd.dir / "select" / SELECTION)
+    if body.get("learning_rate_sweep") != record:
+        atomic_write_json(path, {**body, "learning_rate_sweep": record})
 
 
 def _decide(candidate: Path, previous: Path, val: Mapping[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,13 @@ def print_validation(result: ValidationResult) -> None:
 
 def print_run(result: RunResult) -> None:
     """Per-round outcome and time per step (the report command draws the full picture)."""
+    for name, step in result.state["steps"].items():
+        for c in step.get("candidates", []) if name.endswith("/select") else []:
+            chosen = " ← chosen" if c["learning_rate"] == step["chosen"] else ""
+            out.print(
+                f"{name}: lr {c['learning_rate']:g}: selection acc {c['accuracy']:.1%} "
+                f"(Δ vs base {c['delta']:+.1%}, McNemar p {c['mcnemar_p']:.2g}){chosen}"
+            )
     for rnd in result.state["rounds"]:
         gain = rnd["vs_previous"]
         out.print(

@@ -46,6 +46,8 @@ def build_report(
     doc = Document(source.title)
     _gates(doc, validation["gates"], source.vdir)
     _paired(doc, tables, reference=bool(validation.get("baseline")))
+    if validation.get("learning_rate_sweep"):
+        _sweep(doc, validation["learning_rate_sweep"])
     if validation.get("judge"):
         _judge(doc, validation["judge"])
     _forgetting(doc, validation, tables, source.config)
@@ -156,6 +158,37 @@ def _paired(doc: Document, tables: dict[str, Any], *, reference: bool) -> None:
     doc.image("wtl.png", "wins, ties and losses per category", plots.wtl_bars(tables))
     doc.image(
         "accuracy.png", "accuracy before and after, with 95% intervals", plots.accuracy_bars(tables)
+    )
+
+
+def _sweep(doc: Document, record: dict[str, Any]) -> None:
+    """Every learning rate tried, on problems neither training nor validation used."""
+    selection = record["selection"]
+    where = ", ".join(
+        f"{name} {t['n']} (`{t['first']}` … `{t['last']}`)"
+        for name, t in selection["tasks"].items()
+    )
+    doc.heading("Learning-rate sweep")
+    doc.para(
+        f"Chosen: learning rate {record['chosen']:g}, the most accurate candidate on the "
+        f"selection problems ({where}: {selection['how']}). The held-out problems above were "
+        "graded only after the choice."
+    )
+    doc.table(
+        ["learning rate", "selection acc", "Δ vs base [95% CI]", "McNemar p", "last loss", "steps"],
+        [
+            [
+                f"**{c['learning_rate']:g} (chosen)**"
+                if c["learning_rate"] == record["chosen"]
+                else f"{c['learning_rate']:g}",
+                f"{c['accuracy']:.1%} (base {c['base_accuracy']:.1%})",
+                f"{c['delta']:+.1%} [{c['delta_ci95'][0]:+.1%}, {c['delta_ci95'][1]:+.1%}]",
+                f"{c['mcnemar_p']:.2g}",
+                _fmt(c["final_loss"]),
+                _fmt(c["steps"]),
+            ]
+            for c in record["candidates"]
+        ],
     )
 
 

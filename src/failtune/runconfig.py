@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from failtune import checks, options
+from failtune import checks, options, sweep
 from failtune.errors import FailtuneError
 from failtune.tasks import TASKS
 from failtune.tracking import parse_report_to
@@ -31,9 +32,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
             data = tomllib.loads(p.read_text())
         elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(p.read_text()) or {}
+            data = yaml_load(p.read_text()) or {}
         else:
             raise FailtuneError(f"{p}: config files are .toml, .yaml or .yml")
     except FailtuneError:
@@ -56,14 +55,38 @@ def _parse_error(error: Exception) -> str:
     return str(error).strip().splitlines()[0]
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`train.learning_rate=1e-4` → ("train.learning_rate", 0.0001); values read as YAML."""
+def yaml_load(text: str) -> Any:
+    """YAML with 1e-4 read as a number (PyYAML follows YAML 1.1, where a float needs a dot, so
+    `learning_rate: 1e-4` would be the string "1e-4")."""
     import yaml
 
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML_FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
+
+_YAML_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.learning_rate=1e-4` → ("train.learning_rate", 0.0001); values read as YAML."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise FailtuneError(f"--set {text!r}: write it as section.key=value")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), yaml_load(value)
 
 
 def defaults() -> dict[str, Any]:
@@ -94,6 +117,8 @@ def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -
     config["tasks"] = {name: dict(values) for name, values in config["tasks"].items()}
     for name in ("arith",):  # generated tasks take the run's seed unless set per task
         config["tasks"].setdefault(name, {}).setdefault("seed", config["seed"])
+    # Reads the extract split to place the selection problems: only once the rest is sound.
+    checks.raise_all(sweep.config_problems(config), "the run config")
     return config
 
 

@@ -84,8 +84,15 @@ def track_round(
         "machine_usd": cost.machine_usd,
         "api_usd": cost.api_usd,
     }
-    step = steps[f"round-{r}/train"]["steps"]
-    log_summary(trackers, log_dir, summary_metrics(validation, figures), step)
+    log_summary(trackers, log_dir, summary_metrics(validation, figures), _trained_steps(steps, r))
+
+
+def _trained_steps(steps: Mapping[str, Mapping[str, Any]], r: int) -> int:
+    """Optimizer steps of round r's adapter: its train step's, or the chosen one's of a sweep."""
+    if f"round-{r}/train" in steps:
+        return steps[f"round-{r}/train"]["steps"]
+    select = steps[f"round-{r}/select"]
+    return next(c["steps"] for c in select["candidates"] if c["learning_rate"] == select["chosen"])
 
 
 def log_summary(
