@@ -122,6 +122,36 @@ def model_problems(spec: str | None, role: str, base: str | None = None) -> list
     return []
 
 
+def launch_problems(
+    num_processes: int, accelerate_config: str | None, batch_size: int, device: str, where: str
+) -> list[str]:
+    """Training processes the machine can hold, a global batch they share evenly, and an
+    accelerate config that accelerate itself can read; `where` prefixes the key names."""
+    from failtune import launch
+
+    found = []
+    config = accelerate_config
+    if config is not None and Path(config).expanduser().exists():
+        try:
+            launch.read_accelerate_config(Path(config).expanduser())
+        except FailtuneError as e:
+            found.append(f"{where}accelerate_config: {e}")
+            config = None
+    elif config is not None:
+        config = None  # a missing file is reported with the option's own check
+    if num_processes > 1:
+        allowed, what = launch.processes_allowed(device, config)
+        if num_processes > allowed:
+            found.append(
+                f"{where}num_processes is {num_processes}, but {what} allow at most "
+                f"{allowed} training processes"
+            )
+        if batch_size % num_processes == 0:
+            return found
+        found.append(f"{where}{launch.batch_problem(batch_size, num_processes)}")
+    return found
+
+
 def raise_all(problems: Sequence[str], what: str) -> None:
     """One error listing every problem: the user fixes them all before the next try."""
     if len(problems) == 1:

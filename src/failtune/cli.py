@@ -239,7 +239,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from failtune.train import train
 
     opts = from_args(SECTIONS["train"], args)
-    _checked(value_problems(opts) + checks.model_problems(args.model_name, "--model-name"))
+    problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
+    problems += checks.launch_problems(
+        opts.num_processes, opts.accelerate_config, opts.batch_size, opts.device, "--"
+    )
+    _checked(problems)
     result = train(
         args.model_name, args.dataset_path, args.output_dir, opts, show_progress=args.progress
     )

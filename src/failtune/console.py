@@ -73,13 +73,24 @@ def live_view(enabled: bool = True) -> Iterator[Progress]:
             _shared = None
 
 
+# In the processes of a multi-process training (failtune.launch), messages start with this
+# mark, so the launching process can pass them on and keep the launchers' own output in a log.
+LAUNCH_MARK = "\x1e"
+MARK = LAUNCH_MARK if os.environ.get("FAILTUNE_LAUNCHED") else ""
+
+
 # soft_wrap: a message stays one line however long its paths are (logs are read with grep).
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err.print(f"{MARK}[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(message, highlight=False, soft_wrap=True)
+    err.print(f"{MARK}{message}", highlight=False, soft_wrap=True)
+
+
+def silence() -> None:
+    """No messages or bars from this process (the other processes of a training say it all)."""
+    err.quiet = out.quiet = True
 
 
 # Other libraries' own output: it tells a failtune user nothing (a GGUF conversion bar, dataset

@@ -372,7 +372,12 @@ class TrainOptions:
     lora_alpha: int = option(32, "LoRA alpha", low=1)
     lora_dropout: float = option(0.05, "LoRA dropout", low=0, high=1, open_high=True)
     batch_size: int = option(
-        8, "examples per device step", flags=("per_device_train_batch_size",), low=1
+        8,
+        "examples per step over all processes together (the global batch; x "
+        "gradient_accumulation_steps per optimizer update): each of N processes takes "
+        "batch_size/N, so a config trains the same run on 1 or N processes",
+        flags=("per_device_train_batch_size",),
+        low=1,
     )
     gradient_accumulation_steps: int = option(1, "steps accumulated per optimizer update", low=1)
     max_length: int = option(1024, "longest tokenized example kept", low=1)
@@ -412,6 +417,19 @@ class TrainOptions:
         "the part not held out); [extract] limit must stop before them",
         low=1,
         cli=False,
+    )
+    num_processes: int = option(
+        1,
+        "train on N processes (GPUs, or CPU cores without one; data-parallel), started through "
+        "accelerate launch; the batch stays global",
+        low=1,
+    )
+    accelerate_config: str | None = option(
+        None,
+        "accelerate config file (YAML or JSON, as `accelerate config` writes it: FSDP, "
+        "DeepSpeed, several machines) to launch the training processes with",
+        path=True,
+        metavar="FILE",
     )
     # The run decides these itself: merging between rounds, its own seed, always resuming.
     merge: bool = option(False, "also save base+adapter merged into <output_dir>/merged", run=False)
@@ -666,6 +684,23 @@ def _default(f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return f.default
+
+
+def to_flags(options: Any) -> list[str]:
+    """The command line that `from_args` reads back as `options` (for a child process)."""
+    found: list[str] = []
+    for f in fields(type(options)):
+        value = getattr(options, f.name)
+        if not f.metadata["cli"] or value is None:
+            continue
+        if isinstance(value, bool):
+            if value != f.default:
+                found.append(spellings(f"no_{f.name}" if f.default else f.name)[0])
+        elif isinstance(value, list):
+            found += [x for v in value for x in (f"--{_flag_name(f)}", v)]
+        else:
+            found += [f"--{_flag_name(f)}", str(value)]
+    return found
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:

@@ -462,7 +462,8 @@ def _train_step(
         options,
         show_progress=run.show_progress,  # its bar joins the run's live view
     )
-    keep["result"] = result
+    if result.model is not None:  # trained in this process, not in launched ones
+        keep["result"] = result
     # HF's train_loss averages only the steps run by the last process; the log history is kept
     # in checkpoints, so the last logged loss is the same whether or not training was resumed.
     losses = [h["loss"] for h in result.metrics.get("log_history", []) if "loss" in h]

@@ -175,12 +175,24 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
         found += checks.gate_problems(gates, categories, judge=False)
     if isinstance(config["model"], str) and config["model"]:
         found += checks.model_problems(config["model"], "model")
+    found += _launch_problems(config["train"])
     if isinstance(config["train"]["report_to"], str):
         try:
             parse_report_to(config["train"]["report_to"])
         except FailtuneError as e:
             found.append(f"[train] {e}")
     return found
+
+
+def _launch_problems(train: Mapping[str, Any]) -> list[str]:
+    """[train] num_processes and accelerate_config, once their types are right."""
+    values = [train[k] for k in ("num_processes", "accelerate_config", "batch_size", "device")]
+    kinds = (int, str | None, int, str)
+    if all(
+        isinstance(v, k) and not isinstance(v, bool) for v, k in zip(values, kinds, strict=True)
+    ):
+        return checks.launch_problems(*values, "[train] ")
+    return []
 
 
 def _usable_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

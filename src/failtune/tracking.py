@@ -35,10 +35,14 @@ def parse_report_to(spec: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# [train] keys that do not shape the adapter: trackers only watch, and the processes only
+# share the work (the batch is global, so N processes train the same run as one).
+NOT_SHAPING = ("report_to", "num_processes", "accelerate_config")
+
+
 def without_trackers(train_section: Mapping[str, Any]) -> dict[str, Any]:
-    """The training options that shape the adapter: trackers only watch, so changing them
-    must not retrain."""
-    return {k: v for k, v in train_section.items() if k != "report_to"}
+    """The training options that shape the adapter: changing the others must not retrain."""
+    return {k: v for k, v in train_section.items() if k not in NOT_SHAPING}
 
 
 def summary_metrics(

