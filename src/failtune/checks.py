@@ -135,7 +135,7 @@ def launch_problems(
         try:
             launch.read_accelerate_config(Path(config).expanduser())
         except FailtuneError as e:
-            found.append(f"{where}accelerate_config: {e}")
+            found.append(f"{where}{e}")
             config = None
     elif config is not None:
         config = None  # a missing file is reported with the option's own check

@@ -241,7 +241,7 @@ def _run_train(args: argparse.Namespace) -> int:
     opts = from_args(SECTIONS["train"], args)
     problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
     problems += checks.launch_problems(
-        opts.num_processes, opts.accelerate_config, opts.batch_size, opts.device, "--"
+        opts.num_processes, opts.accelerate_config, opts.batch_size, opts.device, ""
     )
     _checked(problems)
     result = train(

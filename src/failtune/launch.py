@@ -102,9 +102,12 @@ def processes_allowed(device: str, accelerate_config: str | None) -> tuple[int, 
 
 
 def launch_command(
-    model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions, show_progress: bool
+    model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions
 ) -> list[str]:
-    """`accelerate launch … -m failtune.cli train …` with the same options."""
+    """`accelerate launch … -m failtune.cli train …` with the same options.
+
+    The children write to a pipe, so they show messages, not bars (cli.main).
+    """
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if o.accelerate_config is not None:
         cmd += ["--config_file", str(o.accelerate_config)]
@@ -114,13 +117,18 @@ def launch_command(
     if o.num_processes > 1:
         cmd += ["--num_processes", str(o.num_processes)]
     cmd += ["-m", "failtune.cli", "train", "--model_name", model_name]
-    cmd += ["--dataset_path", str(dataset_path), "--output_dir", str(out), *to_flags(o)]
-    return cmd if show_progress else [*cmd, "--no-progress"]
+    return [*cmd, "--dataset_path", str(dataset_path), "--output_dir", str(out), *to_flags(o)]
 
 
-def run_processes(
-    model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions, show_progress: bool
-) -> None:
+def _import_path() -> str:
+    """PYTHONPATH for the children: the failtune this process runs comes first."""
+    import failtune
+
+    here = str(Path(failtune.__file__).resolve().parents[1])
+    return os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def run_processes(model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions) -> None:
     """Train in child processes and wait; a failure becomes one error naming its cause.
 
     The children's messages are passed on; the launchers' own output (environment notices, a
@@ -130,9 +138,11 @@ def run_processes(
     log_path = out / "launch.log"
     errors: list[str] = []
     tail: deque[str] = deque(maxlen=5)
-    note(f"training on {o.num_processes} processes through accelerate launch")
-    env = {**os.environ, LAUNCHED: "1"}
-    cmd = launch_command(model_name, dataset_path, out, o, show_progress)
+    how = f"{o.num_processes} processes" if o.num_processes > 1 else "the processes"
+    config = f" of {o.accelerate_config}" if o.accelerate_config else ""
+    note(f"training on {how}{config} through accelerate launch")
+    env = {**os.environ, LAUNCHED: "1", "PYTHONPATH": _import_path()}
+    cmd = launch_command(model_name, dataset_path, out, o)
     with (
         log_path.open("w") as log,
         subprocess.Popen(

@@ -129,7 +129,10 @@ def train(
     block-diagonal mask from the position ids); the losses equal those of padded batches; on
     sdpa, attention is then computed example by example (failtune.varlen). `report_to` names
     the trackers TRL logs to (`tensorboard` writes into <output_dir>/tensorboard unless
-    TENSORBOARD_LOGGING_DIR is set).
+    TENSORBOARD_LOGGING_DIR is set). `num_processes` > 1 or an `accelerate_config` trains on
+    several processes started through accelerate (failtune.launch), `batch_size` being the
+    global batch; the result then holds no model (it is on disk). Under `accelerate launch` or
+    `torchrun` each process trains on its share and only the main one writes.
     """
     import torch
 
@@ -138,7 +141,7 @@ def train(
     if launch.needs_launch(o):
         t0 = time.perf_counter()
         out = output_folder(output_dir)
-        launch.run_processes(model_name, dataset_path, out, o, show_progress)
+        launch.run_processes(model_name, dataset_path, out, o)
         return _launched_result(out, o.merge, time.perf_counter() - t0)
     launch.check_launched(o)
     processes = launch.world_size()
