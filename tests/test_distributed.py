@@ -152,6 +152,11 @@ BAD = {
         "num_processes = 2\nbatch_size = 3",
         r"batch_size 3 is the global batch and must divide evenly over 2 processes",
     ),
+    "config-asks-too-many": (
+        ["--accelerate_config", "many.yaml"],
+        'accelerate_config = "many.yaml"',
+        r"num_processes is 4096, but \d+ (CPU core|GPU)\(s\) on this machine allow at most",
+    ),
     "config-missing": (
         ["--accelerate_config", "none.yaml"],
         'accelerate_config = "none.yaml"',
@@ -188,6 +193,9 @@ def test_a_launch_that_cannot_happen_is_one_line_and_writes_nothing(
     (tmp_path / "broken.yaml").write_text("num_processes: [2\n")
     (tmp_path / "broken.json").write_text('{"num_processes": ')
     (tmp_path / "other.yaml").write_text("learning_rate: 1e-4\n")
+    (tmp_path / "many.yaml").write_text(
+        "distributed_type: MULTI_CPU\nnum_processes: 4096\nnum_machines: 1\nuse_cpu: true\n"
+    )
     data = arith_training_file(tmp_path / "d.jsonl", n=2)
     flags, keys, expect = BAD[case]
     if where == "train":

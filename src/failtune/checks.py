@@ -130,25 +130,27 @@ def launch_problems(
     from failtune import launch
 
     found = []
-    config = accelerate_config
-    if config is not None and Path(config).expanduser().exists():
-        try:
-            launch.read_accelerate_config(Path(config).expanduser())
+    config = None
+    if accelerate_config is not None and Path(accelerate_config).expanduser().exists():
+        try:  # a missing file is reported by the option's own check
+            config = launch.read_accelerate_config(Path(accelerate_config).expanduser())
         except FailtuneError as e:
             found.append(f"{where}{e}")
-            config = None
-    elif config is not None:
-        config = None  # a missing file is reported with the option's own check
-    if num_processes > 1:
-        allowed, what = launch.processes_allowed(device, config)
-        if num_processes > allowed:
-            found.append(
-                f"{where}num_processes is {num_processes}, but {what} allow at most "
-                f"{allowed} training processes"
-            )
-        if batch_size % num_processes == 0:
-            return found
-        found.append(f"{where}{launch.batch_problem(batch_size, num_processes)}")
+    processes, machines = num_processes, 1
+    if config is not None:
+        machines = max(1, int(getattr(config, "num_machines", None) or 1))
+        if num_processes == 1:  # launched with the config's own count
+            processes = int(getattr(config, "num_processes", None) or 1)
+    if processes <= 1:
+        return found
+    allowed, what = launch.processes_allowed(device, machines)
+    if processes > allowed:
+        found.append(
+            f"{where}num_processes is {processes}, but {what} allow at most {allowed} "
+            "training processes"
+        )
+    if batch_size % processes:
+        found.append(f"{where}{launch.batch_problem(batch_size, processes)}")
     return found
 
 

@@ -85,14 +85,10 @@ def read_accelerate_config(path: str | Path) -> Any:
         ) from None
 
 
-def processes_allowed(device: str, accelerate_config: str | None) -> tuple[int, str]:
+def processes_allowed(device: str, machines: int) -> tuple[int, str]:
     """(most processes, what limits them): GPUs with CUDA, else CPU cores; times machines."""
     import torch
 
-    machines = 1
-    if accelerate_config is not None:
-        config = read_accelerate_config(accelerate_config)
-        machines = max(1, int(getattr(config, "num_machines", None) or 1))
     if torch.cuda.is_available() and not device.startswith("cpu"):
         count, what = torch.cuda.device_count(), "GPU(s)"
     else:
