@@ -294,7 +294,7 @@ def _save(
     trained = trainer.model.eval()
     if not merge:
         return metrics, trained, None
-    return metrics, _merge(trained, tokenizer, out / "merged"), out / "merged"
+    return metrics, save_merged(trained, tokenizer, out / "merged"), out / "merged"
 
 
 def tensorboard_dir(output_dir: Path) -> Path:
@@ -343,7 +343,7 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     scratch.rmdir()
 
 
-def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
+def save_merged(model: Any, tokenizer: Any, target: Path) -> Any:
     """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
     merged = model.merge_and_unload()
     with writing_into(target):
