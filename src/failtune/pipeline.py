@@ -140,11 +140,6 @@ class Run:
         if self.view is not None:
             self.view.advance(self.view_task)
 
-    def generation_options(self, section: str, **more: Any) -> Any:
-        """The options of a generating step: its table, the run's seed and the run's engine."""
-        engine = {k: self.config[k] for k in ENGINE_KEYS}
-        return SECTIONS[section](**self.config[section], seed=self.config["seed"], **engine, **more)
-
     def backend(self, model: str, o: GenerationOptions) -> Backend:
         """The opened model, kept while steps use it: extract and baseline share the weights
         (or the vLLM engine). Called only inside a step that has work to do, so a fully resumed
@@ -189,23 +184,31 @@ class Run:
             f"{freed['rss_mib_after']:.0f} MiB{gpu}"
         )
 
-    def connect(self) -> None:
-        """backend openai: find the served base model and make sure the server can load the
-        trained adapter later, before any work starts."""
-        if self.config["backend"] != "openai":
-            return
-        from failtune.backends.openai import OpenAIBackend
 
-        o = self.generation_options("validate")
-        server = OpenAIBackend.connect(self.config["served_model"], **o.server())
-        server.check_adapter_loading(self.config["train"]["lora_r"])
-        self.served = server.model_name
+def generation_options(config: Mapping[str, Any], section: str, **more: Any) -> Any:
+    """The options of a generating step: its table, the run's seed and the run's engine."""
+    engine = {k: config[k] for k in ENGINE_KEYS}
+    return SECTIONS[section](**config[section], seed=config["seed"], **engine, **more)
+
+
+def _served_base(config: Mapping[str, Any]) -> str | None:
+    """backend openai: the base model's name on the server, once it is known that the server
+    can load the trained adapter later; checked before any work starts."""
+    if config["backend"] != "openai":
+        return None
+    from failtune.backends.openai import OpenAIBackend
+
+    o = generation_options(config, "validate")
+    server = OpenAIBackend.connect(config["served_model"], **o.server())
+    server.check_adapter_loading(config["train"]["lora_r"])
+    return server.model_name
 
 
 def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunResult:
     """Run (or resume) every round of `config`; returns the state written to run_state.json."""
+    served = _served_base(config)
     run = Run(config, show_progress)
-    run.connect()
+    run.served = served
     rounds = config["rounds"]
     try:
         with live_view(show_progress) as view:
@@ -467,7 +470,7 @@ def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
-    ex = run.generation_options("extract")
+    ex = generation_options(run.config, "extract")
     backend = run.backend(model, ex)
     result = extract(
         model,
@@ -486,7 +489,7 @@ def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
 
 
 def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str) -> dict[str, Any]:
-    val = run.generation_options("validate")
+    val = generation_options(run.config, "validate")
     backend = run.backend(model, val)
     records = evaluate(
         problems,
@@ -540,7 +543,7 @@ def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Bac
     """With transformers, the trained model still in memory when this process trained it; else
     the adapter opened lazily by the run's engine (vLLM: LoRA or merged, see vllm.serve_merged),
     or loaded into the OpenAI-compatible server."""
-    o = run.generation_options("validate")
+    o = generation_options(run.config, "validate")
     kind = engine_kind(o.backend, o.device)
     result = training.get("result") if kind == "hf" else training.pop("result", None)
     if kind == "openai":
@@ -572,7 +575,9 @@ def _served_adapter(run: Run, adapter: Path) -> OpenAIBackend:
     finds it loaded), and a backend that generates through it."""
     from failtune.backends.openai import OpenAIBackend
 
-    server = OpenAIBackend.connect(run.served, **run.generation_options("validate").server())
+    server = OpenAIBackend.connect(
+        run.served, **generation_options(run.config, "validate").server()
+    )
     digest = sha256_file(adapter / "adapter_model.safetensors")[:12]
     return server.with_adapter(f"failtune-{adapter.parent.name}-{digest}", adapter)
 
@@ -588,7 +593,7 @@ def _validate_step(
     base_copy.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS, RESULTS_SOURCE):
         shutil.copyfile(baseline_dir / name, base_copy / name)
-    options = run.generation_options("validate", output_dir=str(vdir))
+    options = generation_options(run.config, "validate", output_dir=str(vdir))
     opened = candidate()  # opened only now: the adapter exists once the train step is done
     result = validate(
         # Its answers are the baseline's; a server knows the model by the name it serves.

@@ -141,10 +141,11 @@ class OpenAIBackend:
         at run time (vLLM registers /v1/load_lora_adapter only when that is enabled).
 
         The probe names no adapter: an enabled server answers 400 (missing fields), one without
-        the route 404. A server started without --enable-lora is only found out at loading.
+        the route 404. A server started without --enable-lora (or with too small a
+        --max-lora-rank) is only found out when the adapter is loaded, with the same advice.
         """
         status, _ = self._post("/load_lora_adapter", {"lora_name": "", "lora_path": ""})
-        if status != 400:
+        if status in (404, 405):
             raise FailtuneError(
                 f"the server at {self.client.base_url} cannot load LoRA adapters at run time "
                 f"(HTTP {status} from /load_lora_adapter), so the trained adapter could not be "
@@ -179,8 +180,8 @@ class OpenAIBackend:
             try:
                 return 200, self.client.post(path, body=body, cast_to=str)
             except openai.APIStatusError as e:
-                if e.status_code in _RETRY_STATUS or e.status_code in (502, 503, 504):
-                    raise
+                if e.status_code in (*_RETRY_STATUS, 401, 403, 502, 503, 504):
+                    raise  # retried, or the API key's sentence
                 return e.status_code, _message(e)
 
         return self._call(request, threading.Event())
