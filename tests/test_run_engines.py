@@ -167,8 +167,9 @@ def vllm_tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer)
 def test_vllm_run_closes_the_engine_before_training(
     vllm_tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from failtune import train as train_module
     from failtune.backends import vllm
+
+    train_module = importlib.import_module("failtune.train")
 
     open_at_training: list[Any] = []
     real_train = train_module.train

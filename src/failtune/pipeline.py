@@ -545,7 +545,9 @@ def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Bac
     or loaded into the OpenAI-compatible server."""
     o = generation_options(run.config, "validate")
     kind = engine_kind(o.backend, o.device)
-    result = training.get("result") if kind == "hf" else training.pop("result", None)
+    if kind != "hf":
+        training.pop("result", None)  # the trained model in memory: other engines read files
+    result = training.get("result")
     if kind == "openai":
         return _served_adapter(run, adapter)
     # A merged model computes slightly differently from base + adapter: only the unmerged one in
