@@ -91,7 +91,7 @@ def test_openai_run_loads_the_trained_adapter_into_the_server(
         adapter = (run / "round-1" / "adapter").resolve()
         [(name, path)] = handler.loaded.items()
         assert path == str(adapter)
-        assert name.startswith("failtune-round-1-")
+        assert name.startswith("failtune-") and len(name) == len("failtune-") + 12
         # Base answers (extract, baseline) came from the served base, the candidate's from the
         # adapter: 6 + 6 requests, then 6.
         assert handler.asked == [SERVED] * 12 + [name] * 6
@@ -188,7 +188,7 @@ def test_vllm_run_closes_the_engine_before_training(
     for name in ("round-1/extract", "baseline", "round-1/validate"):
         assert steps[name]["engine"]["backend"] == "vllm", name
     assert open_at_training == [None]  # the engine of extract and baseline was closed first
-    freed = state["engine_closed"]["round-1/train"]
+    freed = state["engine_closed"]["training round-1/adapter"]
     assert freed["rss_mib_after"] < freed["rss_mib_before"]
     # On CPU the adapter is served folded into its base, under the adapter's name.
     candidate = steps["round-1/validate"]["engine"]

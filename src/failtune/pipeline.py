@@ -520,7 +520,7 @@ def _train_step(
     section = {**run.config["train"], **overrides}
     options = SECTIONS["train"](**section, seed=run.config["seed"], merge=merge)
     # Weights opened for generation are not needed again in this round: free them for training.
-    run.release(f"{adapter.parent.name}/train")
+    run.release(f"training {adapter.relative_to(run.dir)}")
     result = train(
         model,
         ex_dir / "*_training_ready.jsonl",
@@ -573,15 +573,15 @@ def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Bac
 
 
 def _served_adapter(run: Run, adapter: Path) -> OpenAIBackend:
-    """The adapter loaded into the server under a name unique to its weights (a resumed run
-    finds it loaded), and a backend that generates through it."""
+    """The adapter loaded into the server under a name unique to its weights (a resumed run,
+    or validation after a sweep's choice, finds it loaded); a backend that generates with it."""
     from failtune.backends.openai import OpenAIBackend
 
     server = OpenAIBackend.connect(
         run.served, **generation_options(run.config, "validate").server()
     )
     digest = sha256_file(adapter / "adapter_model.safetensors")[:12]
-    return server.with_adapter(f"failtune-{adapter.parent.name}-{digest}", adapter)
+    return server.with_adapter(f"failtune-{digest}", adapter)
 
 
 def _validate_step(
@@ -627,7 +627,8 @@ def _select_step(
         )
         return [r["correct"] for r in records]
 
-    base = graded(run.backend(rnd.model, val["batch_size"]), select_dir / "base", "select: base")
+    opened = run.backend(rnd.model, generation_options(run.config, "validate"))
+    base = graded(opened, select_dir / "base", "select: base")
     scores = {
         lr: graded(_candidate_backend(run, d, {}), select_dir / d.name, f"select: {d.name}")
         for lr, d in trained.items()
