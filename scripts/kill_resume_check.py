@@ -1,6 +1,7 @@
 """Kill `failtune run` at random points, restart it, and check the final numbers are identical.
 
     python scripts/kill_resume_check.py examples/demo.toml --work /tmp/kill-check
+    python scripts/kill_resume_check.py examples/demo.toml --work /tmp/kill-vllm --backend vllm
 
 Runs the config once uninterrupted (or reuses --reference, a finished run folder), then runs it
 again into another folder, killing it --kills times (SIGKILL and SIGINT in turn), each time at a
@@ -74,8 +75,14 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--set", action="append", default=[], help="passed to failtune run")
+    ap.add_argument(
+        "--backend",
+        choices=("auto", "hf", "vllm", "openai"),
+        help="generation engine of both runs (default: the config's)",
+    )
     args = ap.parse_args()
     extra = [x for s in args.set for x in ("--set", s)]
+    extra += ["--backend", args.backend] if args.backend else []
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -130,6 +137,7 @@ def main() -> int:
     summary = {
         "config": args.config,
         "set": args.set,
+        "backend": args.backend,
         "kills": kills,
         "final_exit": code,
         "killed_run_seconds": round(seconds, 1),

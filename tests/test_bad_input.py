@@ -92,6 +92,12 @@ class Env:
         self.roots.append(path)
         return str(path)
 
+    def without_vllm(self) -> Env:
+        """As on a machine where vLLM is not installed."""
+        monkeypatch = self.request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr("failtune.backends.vllm_installed", lambda: False)
+        return self
+
     def server(self, status: int = 200) -> str:
         handler = type(f"Answering{status}", (Answering,), {"status": status})
         return self.stack.enter_context(stub_server(handler))
@@ -171,7 +177,7 @@ TRAIN = "train --output_dir a --model_name {}"
 RUN = "run {} --no-progress"
 
 
-def _run_config(env: Env, state: str | None = None, **keys: str) -> str:
+def _run_config(env: Env, state: str | None = None, **keys: str | int) -> str:
     """A `failtune run` config; `state` is an earlier run_state.json in its output folder."""
     if state is not None:
         env.file("run/run_state.json", state)
@@ -531,6 +537,25 @@ CASES: list[tuple[str, Builder, str]] = [
         "run-model-missing",
         lambda e: cli(RUN, e.file("c.toml", _run_config(e, model=e.path("no/model.gguf")))),
         r"model not found: .*no/model\.gguf",
+    ),
+    (
+        "run-backend-vllm-not-installed",
+        lambda e: cli(RUN, e.file("c.toml", _run_config(e.without_vllm(), backend="vllm"))),
+        r'backend = "vllm" needs vLLM: pip install',
+    ),
+    (
+        "run-backend-openai-several-rounds",
+        lambda e: cli(
+            RUN, e.file("c.toml", _run_config(e, backend="openai", base_url=e.server(), rounds=2))
+        ),
+        r'backend = "openai" runs one round',
+    ),
+    (
+        "run-backend-openai-server-cannot-load-adapters",
+        lambda e: cli(
+            RUN, e.file("c.toml", _run_config(e, backend="openai", base_url=e.server(404)))
+        ),
+        r"cannot load LoRA adapters at run time .*VLLM_ALLOW_RUNTIME_LORA_UPDATING=True",
     ),
     # --- report ---
     (

@@ -129,7 +129,7 @@ def test_training_resumed_from_a_checkpoint_ends_with_the_same_adapter(
 def tiny_config(tmp_path: Path, model: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(
-        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 2\n'
+        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 2\nbackend = "hf"\n'
         "[tasks.arith]\nsize = 20\n"
         '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
         "[train]\nnum_train_epochs = 1\nbatch_size = 4\nsave_steps = 1\n"
@@ -173,3 +173,16 @@ def test_run_skips_unchanged_steps_and_redoes_changed_ones(
     assert changed["steps"]["round-1/train"]["hash"] != state["steps"]["round-1/train"]["hash"]
     adapter = json.loads((run / "round-1" / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 4
+
+    # The engine is no input of any step: another one keeps every finished step.
+    assert (
+        main(["run", str(config), "--no-progress", "--set", "train.lora_r=4", "--backend", "auto"])
+        == 0
+    )
+    switched = json.loads((run / STATE).read_text())
+    for n in names:
+        assert switched["steps"][n]["hash"] == changed["steps"][n]["hash"], n
+        assert switched["steps"][n]["finished"] == changed["steps"][n]["finished"], n
+    assert switched["config"]["backend"] == "auto"
+    for n in ("round-1/extract", "baseline", "round-1/validate"):
+        assert switched["steps"][n]["engine"]["backend"] == "hf", n

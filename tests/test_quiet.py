@@ -74,6 +74,7 @@ def test_run_prints_one_line_per_step_and_nothing_from_libraries(
     config = tmp_path / "tiny.toml"
     config.write_text(
         f'model = "{tiny_model_dir}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 1\n'
+        'backend = "hf"\n'
         "[tasks.arith]\nsize = 20\n"
         '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
         "[train]\nnum_train_epochs = 1\nbatch_size = 4\n"

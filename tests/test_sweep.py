@@ -35,7 +35,7 @@ def sweep_config(tmp_path: Path, model: Path | str, **train: Any) -> Path:
     rows = "".join(f"{k} = {json.dumps(v)}\n" for k, v in train.items())
     path = tmp_path / "sweep.toml"
     path.write_text(
-        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\n'
+        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nbackend = "hf"\n'
         "[tasks.arith]\nsize = 20\n"
         '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
         f"[train]\nlearning_rate = {RATES}\nselection_size = 6\nnum_train_epochs = 1\n"

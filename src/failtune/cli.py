@@ -20,6 +20,7 @@ from failtune.options import (
     EPILOG,
     SECTIONS,
     CostOptions,
+    EngineOptions,
     ExtractOptions,
     GenerationOptions,
     RunOptions,
@@ -60,6 +61,7 @@ def _generation_flags(p: argparse.ArgumentParser, cls: type) -> None:
     """The step's own options first, then how to generate, the tasks' and the server's."""
     add_flags(p, cls, only=cls.__annotations__)
     add_flags(p, GenerationOptions, only=GenerationOptions.__annotations__)
+    add_flags(p, EngineOptions)
     add_flags(p.add_argument_group("tasks"), TaskFlags)
     add_flags(p.add_argument_group("OpenAI-compatible server (--backend openai)"), ServerOptions)
     _no_progress(p)

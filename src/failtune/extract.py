@@ -237,4 +237,4 @@ def _finish(
 def _source(model: Backend | None, completions: str | Path | None) -> dict[str, Any]:
     if model is None:
         return {"completions": str(completions)}
-    return {"backend": model.info.backend, "model": model.info.model, **model.info.details}
+    return model.info.record()

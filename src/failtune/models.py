@@ -211,3 +211,29 @@ def gguf_as_folder(ref: ModelRef) -> Path:
         if not (target / "config.json").is_file():
             raise
     return target
+
+
+def merged_folder(ref: ModelRef) -> Path:
+    """The adapter of `ref` folded into its base's weights, in <adapter>/merged, saved once.
+
+    For engines whose LoRA path is slow (vLLM on CPU, see backends.vllm.serve_merged). It is
+    the folder `failtune train --merge` writes, so a run's next round reuses it; a fresh one is
+    saved beside it and renamed into place, so a kill never leaves a half folder there.
+    """
+    import shutil
+
+    if not ref.adapter:
+        raise FailtuneError(f"{ref.label} has no adapter to merge")
+    target = Path(ref.adapter) / "merged"
+    if (target / "config.json").is_file():
+        return target
+    from failtune.console import note
+    from failtune.train import save_merged
+
+    note(f"merging {ref.adapter} into its base for serving: {target}")
+    scratch = target.with_name(".merged-saving")
+    shutil.rmtree(scratch, ignore_errors=True)
+    save_merged(load_model(ref, device="cpu"), load_tokenizer(ref), scratch)
+    shutil.rmtree(target, ignore_errors=True)  # a merge killed while saving
+    scratch.rename(target)
+    return target

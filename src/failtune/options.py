@@ -6,7 +6,8 @@ train and validate take an options object or its fields as keywords) and the man
 (`dataclasses.asdict`) are all derived from them, so adding an option is one field here.
 Field metadata: `flag` (the flag's name when not the field's), `flags` (more spellings),
 `low`/`high` (bounds; `open_low` excludes the bound), `choices`, `path` (a file that must
-exist), `run` (False: not a key of the run config, e.g. because the run decides it itself),
+exist), `run` (False: not a key of the run config, e.g. because the run decides it itself;
+"top": a key at the run config's top level, shared by every step, not of a step's table),
 `cli` (False: not a flag).
 
 Over 450 lines because it is the catalogue: about 400 of them are the option declarations,
@@ -43,7 +44,7 @@ def option(
     open_high: bool = False,
     choices: tuple[str, ...] | None = None,
     path: bool = False,
-    run: bool = True,
+    run: bool | str = True,
     cli: bool = True,
     metavar: str | None = None,
 ) -> Any:
@@ -71,35 +72,65 @@ def option(
 class ServerOptions:
     """--backend openai: an OpenAI-compatible server (vLLM serve, llama.cpp, Ollama, APIs)."""
 
-    base_url: str | None = option(None, "server address, e.g. http://127.0.0.1:8000/v1", run=False)
+    base_url: str | None = option(None, "server address, e.g. http://127.0.0.1:8000/v1", run="top")
     api_key_env: str | None = option(
         None,
         "environment variable holding the API key (default OPENAI_API_KEY; a local server "
         "needs none)",
         metavar="NAME",
-        run=False,
+        run="top",
     )
     endpoint: str = option(
         "chat",
         "chat (the server applies the chat template) or completions (failtune renders the "
         "prompt with --chat-template-from)",
         choices=("chat", "completions"),
-        run=False,
+        run="top",
     )
     chat_template_from: str | None = option(
         None,
         "the served model as a folder, hub id or .gguf file, for --endpoint completions",
         metavar="MODEL",
-        run=False,
+        run="top",
     )
-    max_concurrency: int = option(8, "requests in flight at once", low=1, run=False)
-    timeout: float = option(600.0, "seconds per request", low=0, open_low=True, run=False)
+    max_concurrency: int = option(8, "requests in flight at once", low=1, run="top")
+    timeout: float = option(600.0, "seconds per request", low=0, open_low=True, run="top")
     max_retries: int = option(
         6,
         "retries of a request on 429, 5xx, timeouts and lost connections, with exponential backoff",
         low=0,
-        run=False,
+        run="top",
     )
+
+
+@dataclass
+class EngineOptions:
+    """Which engine generates; in a run config, one top-level choice for every step."""
+
+    backend: str = option(
+        "auto",
+        "generation engine (auto: vLLM when installed, else transformers); openai: an "
+        "OpenAI-compatible server at --base-url, the model argument (in a run, served_model) "
+        "being the name it serves",
+        choices=("auto", "hf", "openai", "vllm"),
+        run="top",
+    )
+    tensor_parallel_size: int = option(1, "vLLM: GPUs one model is split across", low=1, run="top")
+    gpu_memory_utilization: float = option(
+        0.9,
+        "vLLM: fraction of each GPU's memory the engine may take",
+        low=0,
+        open_low=True,
+        high=1,
+        run="top",
+    )
+
+    def engine(self) -> dict[str, Any]:
+        """What the vLLM engine takes."""
+        return {
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+        }
 
 
 @dataclass
@@ -162,7 +193,7 @@ class TaskFlags:
 
 
 @dataclass
-class GenerationOptions(ServerOptions, TaskFlags):
+class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
     """How answers are generated and which problems are run (extract and validate)."""
 
     batch_size: int = option(
@@ -183,22 +214,6 @@ class GenerationOptions(ServerOptions, TaskFlags):
     )
     limit: int | None = option(
         None, "only the first N problems of each task (quick runs, smoke tests)", low=1
-    )
-    backend: str = option(
-        "auto",
-        "generation engine (auto: vLLM when installed, else transformers); openai: an "
-        "OpenAI-compatible server at --base-url, the model argument being the name it serves",
-        choices=("auto", "hf", "openai", "vllm"),
-        run=False,
-    )
-    tensor_parallel_size: int = option(1, "vLLM: GPUs one model is split across", low=1, run=False)
-    gpu_memory_utilization: float = option(
-        0.9,
-        "vLLM: fraction of each GPU's memory the engine may take",
-        low=0,
-        open_low=True,
-        high=1,
-        run=False,
     )
     dtype: str = option(
         "auto",
@@ -239,13 +254,6 @@ class GenerationOptions(ServerOptions, TaskFlags):
 
     def server(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(ServerOptions)} | {"seed": self.seed}
-
-    def engine(self) -> dict[str, Any]:
-        """What the vLLM engine takes."""
-        return {
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-        }
 
 
 @dataclass
@@ -454,8 +462,12 @@ class CostOptions:
 
 
 @dataclass
-class RunOptions:
-    """The top-level keys of a run config."""
+class RunOptions(EngineOptions, ServerOptions):
+    """The top-level keys of a run config: its own, and the engine every step generates with.
+
+    The engine keys are not in any step's input hash: which engine produced an answer is
+    recorded beside it (run_state.json, manifests), and switching engines keeps finished work.
+    """
 
     model: str | None = option(
         None, "the base model (as for extract)", flags=("model_path",), metavar="MODEL"
@@ -465,6 +477,12 @@ class RunOptions:
         1, "extract → train → validate rounds, each on the last one's model", low=1
     )
     seed: int = option(0, "seed of generated tasks, training and resampling")
+    served_model: str | None = option(
+        None,
+        "backend openai: the name the server serves the base model under (default: the one "
+        "base model it lists)",
+        metavar="NAME",
+    )
 
 
 # The tables of a run config; `failtune train`, `failtune run` and the checks look them up here.
@@ -489,8 +507,9 @@ def fields(cls: type) -> list[dataclasses.Field]:
 
 
 def section_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields that are keys of a run config table."""
-    return [f for f in fields(cls) if f.metadata.get("run", True)]
+    """The fields that are keys of a run config table ("top" ones only at the top level)."""
+    wanted = (True, "top") if cls is RunOptions else (True,)
+    return [f for f in fields(cls) if f.metadata.get("run", True) in wanted]
 
 
 def defaults(cls: type, run_only: bool = False) -> dict[str, Any]:

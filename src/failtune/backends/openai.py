@@ -8,11 +8,13 @@ exponential backoff and jitter; a wrong key, model or URL stops the run with one
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,8 +27,10 @@ from failtune.backends import (
     ScoreRequest,
     apply_stop_rules,
     cannot_score,
+    vllm_lora_rank,
 )
 from failtune.errors import FailtuneError
+from failtune.files import read_json
 
 ENDPOINTS = ("chat", "completions")
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -118,9 +122,9 @@ class OpenAIBackend:
         return backend
 
     def _only_model(self) -> str:
-        """The model the server serves, when it serves exactly one."""
-        page = self._call(self.client.models.list, threading.Event())
-        names = [m.id for m in page.data]
+        """The model the server serves, when it serves exactly one (LoRA adapters loaded into it
+        are listed too, with their base as `parent`: they do not count)."""
+        names = [m.id for m in self._models() if not getattr(m, "parent", None)]
         if len(names) != 1:
             listed = ", ".join(names) or "none"
             raise FailtuneError(
@@ -128,6 +132,59 @@ class OpenAIBackend:
                 "choose one with --model-name"
             )
         return names[0]
+
+    def _models(self) -> list[Any]:
+        return list(self._call(self.client.models.list, threading.Event()).data)
+
+    def check_adapter_loading(self, rank: int) -> None:
+        """Refuse, in one sentence saying what to do, a server that cannot load LoRA adapters
+        at run time (vLLM registers /v1/load_lora_adapter only when that is enabled).
+
+        The probe names no adapter: an enabled server answers 400 (missing fields), one without
+        the route 404. A server started without --enable-lora (or with too small a
+        --max-lora-rank) is only found out when the adapter is loaded, with the same advice.
+        """
+        status, _ = self._post("/load_lora_adapter", {"lora_name": "", "lora_path": ""})
+        if status in (404, 405):
+            raise FailtuneError(
+                f"the server at {self.client.base_url} cannot load LoRA adapters at run time "
+                f"(HTTP {status} from /load_lora_adapter), so the trained adapter could not be "
+                f"validated on it: {_lora_advice(rank)}"
+            )
+
+    def with_adapter(self, name: str, adapter: Path) -> OpenAIBackend:
+        """Load `adapter` into the server as `name` (vLLM's /v1/load_lora_adapter) unless it is
+        already there, and return a backend that generates through it."""
+        if name not in {m.id for m in self._models()}:
+            path = str(adapter.resolve())  # read by the server: same machine or shared disk
+            status, message = self._post(
+                "/load_lora_adapter", {"lora_name": name, "lora_path": path}
+            )
+            if status != 200:
+                rank = int(read_json(adapter / "adapter_config.json").get("r", 16))
+                raise FailtuneError(
+                    f"the server at {self.client.base_url} could not load the adapter {path} "
+                    f"(HTTP {status}: {message}); {_lora_advice(rank)}, and make sure the "
+                    "server can read that folder"
+                )
+        twin = copy.copy(self)
+        twin.model_name = name
+        twin.info = BackendInfo("openai", name, {**self.info.details, "lora_path": str(adapter)})
+        return twin
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, str]:
+        """POST to a server route outside the OpenAI API: (HTTP status, message); lost
+        connections and busy servers are retried as for generation."""
+
+        def request() -> tuple[int, str]:
+            try:
+                return 200, self.client.post(path, body=body, cast_to=str)
+            except openai.APIStatusError as e:
+                if e.status_code in (*_RETRY_STATUS, 401, 403, 502, 503, 504):
+                    raise  # retried, or the API key's sentence
+                return e.status_code, _message(e)
+
+        return self._call(request, threading.Event())
 
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
@@ -302,6 +359,14 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
         return text.removeprefix(bos) if bos else text
 
     return render
+
+
+def _lora_advice(rank: int) -> str:
+    """What to start a vLLM server with so that a run can load its adapter."""
+    return (
+        "restart it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True in its environment and "
+        f"--enable-lora --max-lora-rank {vllm_lora_rank(rank)} (or use backend vllm or hf)"
+    )
 
 
 def _message(e: openai.APIStatusError) -> str:

