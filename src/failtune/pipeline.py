@@ -142,11 +142,21 @@ class Run:
         Called only inside a step that has work to do, so a fully resumed run loads nothing.
         """
         if model not in self.backends:
-            from failtune.backends.hf import HFBackend
-
-            self.backends[model] = HFBackend.load(model, batch_size=batch_size)
+            self.backends[model] = open_backend(self.config, model, batch_size)
         self.backends[model].batch_size = batch_size
         return self.backends[model]
+
+
+def open_backend(config: Mapping[str, Any], model: str, batch_size: int) -> HFBackend:
+    """How a run opens a model to generate with (`failtune run --estimate` opens it alike)."""
+    from failtune.backends.hf import HFBackend
+
+    return HFBackend.load(model, batch_size=batch_size)
+
+
+def train_options(config: Mapping[str, Any], merge: bool, **overrides: Any) -> Any:
+    """The train step's options: the [train] table, the run's seed, merging between rounds."""
+    return SECTIONS["train"](**{**config["train"], **overrides}, seed=config["seed"], merge=merge)
 
 
 def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunResult:
@@ -451,8 +461,7 @@ def _train_step(
 ) -> dict[str, Any]:
     from failtune.train import train
 
-    section = {**run.config["train"], **overrides}
-    options = SECTIONS["train"](**section, seed=run.config["seed"], merge=merge)
+    options = train_options(run.config, merge, **overrides)
     # Weights opened for generation are not needed again in this round: free them for training.
     run.backends.clear()
     result = train(
