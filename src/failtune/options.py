@@ -454,6 +454,16 @@ class CostOptions:
 
 
 @dataclass
+class EstimateOptions:
+    estimate: bool = option(
+        False,
+        "time a sample of every step here and print the time (and, with --gpu-hourly-usd, the "
+        "cost) of the whole run with its assumptions; runs nothing else, writes nothing",
+        run=False,
+    )
+
+
+@dataclass
 class RunOptions:
     """The top-level keys of a run config."""
 
