@@ -161,3 +161,28 @@ def test_estimate_with_a_broken_config_is_one_sentence(
     assert err.startswith("failtune: error:") and "learning_rate" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "failtune-run").exists()
+
+
+def test_a_learning_rate_sweep_trains_per_rate_and_adds_the_choice() -> None:
+    sample = GenSample([], [], 1.0, [])
+    trained = estimate.TrainSample(per_step=2.0, fixed=5.0, steps=2, source="", result=None)
+    m = estimate._Measured(10.0, sample, sample, trained, sample, 30.0, 40.0, 20.0, [], 7.0, 3.0)
+    training = {"examples": 56, "steps": 14}
+    config = {"rounds": 2, "train": {"learning_rate": [5e-4, 1e-4, 3e-4]}}
+    steps = {s.name: s.seconds for s in estimate._round_steps(config, m, training, 1)}
+    assert list(steps) == [
+        "round-1/extract",
+        "round-1/train-lr-1e-04",
+        "round-1/train-lr-3e-04",
+        "round-1/train-lr-5e-04",
+        "round-1/select",
+        "baseline",
+        "round-1/validate",
+    ]
+    assert steps["round-1/train-lr-3e-04"] == 5.0 + 14 * 2.0
+    assert steps["round-1/select"] == 4 * 10.0 + 7.0 + 3 * 3.0  # loads, base, candidates
+    assert steps["round-1/validate"] == 20.0 + 10.0  # the chosen adapter is opened again
+    config["train"]["learning_rate"] = 3e-4
+    single = {s.name: s.seconds for s in estimate._round_steps(config, m, training, 2)}
+    assert list(single) == ["round-2/extract", "round-2/train", "round-2/validate"]
+    assert single["round-2/validate"] == 20.0  # last round: the trained model is in memory

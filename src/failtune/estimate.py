@@ -18,6 +18,7 @@ deleted): the estimate is printed, so it can never be mistaken for, or disturb, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import tempfile
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failtune import sweep
 from failtune.console import note
 from failtune.evaluation import evaluate, load_problems
 from failtune.extract import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
@@ -248,10 +250,11 @@ def time_training(config: Mapping[str, Any], sample: GenSample, folder: Path) ->
     accumulation, padding-free, LoRA, checkpoints) except epochs (one) and replay (none)."""
     from failtune.train import train
 
-    opts = train_options(config, False)
+    rates = sweep.candidates(config["train"])
+    opts = train_options(config, False, **({"learning_rate": rates[0]} if rates else {}))
     need = TRAIN_STEPS * opts.batch_size * opts.gradient_accumulation_steps
     path, source = training_rows(sample, folder, need)
-    timed = train_options(config, False, num_train_epochs=1.0, replay=None, report_to="none")
+    timed = dataclasses.replace(opts, num_train_epochs=1.0, replay=None, report_to="none")
     result = train(config["model"], path, folder / "adapter", timed, show_progress=False)
     runtime, steps = result.metrics["train_runtime"], result.metrics["steps"]
     return TrainSample(runtime / steps, result.seconds - runtime, steps, source, result)
@@ -320,6 +323,9 @@ class _Measured:
     baseline_seconds: float
     validate_seconds: float
     candidate_lengths: list[int]
+    # A learning-rate sweep's select step: the base, then each candidate (without its load).
+    select_base: float = 0.0
+    select_candidate: float = 0.0
 
 
 def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp: Path) -> _Measured:
@@ -337,6 +343,8 @@ def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp:
     base_sample = _sample(backend, held_out, val, seed, tmp / "baseline", "baseline")
     baseline_s = extrapolate(backend, base_sample, held_out, full_lengths(held_out, base_sample))
     candidate_lengths = solution_lengths(backend.tokenizer, held_out, val)
+    select = sweep.selection_problems(config) if sweep.candidates(config["train"]) else []
+    select_base = extrapolate(backend, ex_sample, select, full_lengths(select, ex_sample))
     del backend  # as the run does: generation weights are freed before training
     note(f"estimate: train: timing {TRAIN_STEPS} optimizer steps")
     trained = time_training(config, ex_sample, tmp / "train")
@@ -359,6 +367,10 @@ def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp:
         baseline_s,
         validate_s,
         candidate_lengths,
+        select_base,
+        extrapolate(
+            candidate, cand_sample, select, solution_lengths(candidate.tokenizer, select, val)
+        ),
     )
 
 
@@ -374,26 +386,40 @@ def estimate_run(config: Mapping[str, Any], *, gpu_hourly_usd: float | None = No
     with tempfile.TemporaryDirectory(prefix="failtune-estimate-") as tmp:
         m = measure(config, extract_all, held_out, Path(tmp))
     training = training_plan(config, extract_all, m.extract)
-    train_s = m.train.fixed + training["steps"] * m.train.per_step
     steps: list[StepEstimate] = []
     for r in range(1, config["rounds"] + 1):
-        last = r == config["rounds"]
-        steps.append(
-            StepEstimate(f"round-{r}/extract", m.load + m.extract_seconds, _gen_how(m.extract))
-        )
-        if r == 1:
-            steps.append(StepEstimate("baseline", m.baseline_seconds, _gen_how(m.baseline)))
-        how = f"{training['examples']} examples, {training['steps']} optimizer steps"
-        steps.append(StepEstimate(f"round-{r}/train", train_s, how))
-        reload = 0.0 if last else m.load  # a merged candidate is opened again from disk
-        steps.append(
-            StepEstimate(f"round-{r}/validate", m.validate_seconds + reload, "candidate side only")
-        )
+        steps += _round_steps(config, m, training, r)
     est = Estimate(steps, [], gpu_hourly_usd)
     est.assumptions = assumptions(config, m, training, est)
     est.measured = {"load": m.load, "train_per_step": m.train.per_step, **training}
     est.own_seconds = time.perf_counter() - t0
     return est
+
+
+def _round_steps(
+    config: Mapping[str, Any], m: _Measured, training: Mapping[str, Any], r: int
+) -> list[StepEstimate]:
+    """Round r's steps in the run's order; a learning-rate sweep trains once per rate, then
+    chooses (the base and each candidate answer the selection problems), then grades the base."""
+    rates = sweep.candidates(config["train"])
+    baseline = [StepEstimate("baseline", m.baseline_seconds, _gen_how(m.baseline))] * (r == 1)
+    train_s = m.train.fixed + training["steps"] * m.train.per_step
+    how = f"{training['examples']} examples, {training['steps']} optimizer steps"
+    steps = [StepEstimate(f"round-{r}/extract", m.load + m.extract_seconds, _gen_how(m.extract))]
+    if rates is None:
+        steps += [*baseline, StepEstimate(f"round-{r}/train", train_s, how)]
+    else:
+        names = [f"round-{r}/train-{sweep.lr_name(lr)}" for lr in rates]
+        steps += [StepEstimate(name, train_s, how) for name in names]
+        select_s = (len(rates) + 1) * m.load + m.select_base + len(rates) * m.select_candidate
+        steps += [StepEstimate(f"round-{r}/select", select_s, f"base + {len(rates)} candidates")]
+        steps += baseline
+    # Only a single, unmerged training leaves the candidate in memory; else it is opened again.
+    reload = m.load if rates is not None or r < config["rounds"] else 0.0
+    steps.append(
+        StepEstimate(f"round-{r}/validate", m.validate_seconds + reload, "candidate side only")
+    )
+    return steps
 
 
 def _gen_how(sample: GenSample) -> str:
