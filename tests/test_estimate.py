@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -165,7 +166,8 @@ def test_estimate_with_a_broken_config_is_one_sentence(
 
 def test_a_learning_rate_sweep_trains_per_rate_and_adds_the_choice() -> None:
     sample = GenSample([], [], 1.0, [])
-    trained = estimate.TrainSample(per_step=2.0, fixed=5.0, steps=2, source="", result=None)
+    in_memory = SimpleNamespace(model=object())
+    trained = estimate.TrainSample(per_step=2.0, fixed=5.0, steps=2, source="", result=in_memory)
     m = estimate._Measured(10.0, sample, sample, trained, sample, 30.0, 40.0, 20.0, [], 7.0, 3.0)
     training = {"examples": 56, "steps": 14}
     config = {"rounds": 2, "train": {"learning_rate": [5e-4, 1e-4, 3e-4]}}

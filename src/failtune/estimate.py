@@ -348,9 +348,14 @@ def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp:
     del backend  # as the run does: generation weights are freed before training
     note(f"estimate: train: timing {TRAIN_STEPS} optimizer steps")
     trained = time_training(config, ex_sample, tmp / "train")
-    candidate = HFBackend(
-        trained.result.model, trained.result.tokenizer, batch_size=val["batch_size"]
-    )
+    # As the run's validation: the trained model in memory, or (trained by launched processes)
+    # the adapter opened from disk.
+    if trained.result.model is not None:
+        candidate = HFBackend(
+            trained.result.model, trained.result.tokenizer, batch_size=val["batch_size"]
+        )
+    else:
+        candidate = HFBackend.load(str(trained.result.output_dir), batch_size=val["batch_size"])
     # Half the baseline sample: only the trained model's step costs are wanted here (its answer
     # lengths are assumed), and the estimate has to stay short.
     half = base_sample.problems[::2]
@@ -414,8 +419,9 @@ def _round_steps(
         select_s = (len(rates) + 1) * m.load + m.select_base + len(rates) * m.select_candidate
         steps += [StepEstimate(f"round-{r}/select", select_s, f"base + {len(rates)} candidates")]
         steps += baseline
-    # Only a single, unmerged training leaves the candidate in memory; else it is opened again.
-    reload = m.load if rates is not None or r < config["rounds"] else 0.0
+    # Only a single, unmerged training in this process leaves the candidate in memory.
+    in_memory = rates is None and r == config["rounds"] and m.train.result.model is not None
+    reload = 0.0 if in_memory else m.load
     steps.append(
         StepEstimate(f"round-{r}/validate", m.validate_seconds + reload, "candidate side only")
     )
