@@ -21,6 +21,7 @@ from failtune.options import (
     SECTIONS,
     CostOptions,
     EngineOptions,
+    EstimateOptions,
     ExtractOptions,
     GenerationOptions,
     RunOptions,
@@ -193,6 +194,7 @@ def _run(sub: Any) -> None:
         '.gates=[math.wins>=16%%]"',
     )
     add_flags(p, CostOptions)
+    add_flags(p, EstimateOptions)
     _no_progress(p)
 
 
@@ -286,6 +288,12 @@ def _run_run(args: argparse.Namespace) -> int:
     overrides |= {f.name: getattr(args, f.name) for f in fields(RunOptions)}
     overrides |= {f"cost.{f.name}": getattr(args, f.name) for f in fields(CostOptions)}
     config = resolve_config(load_config(args.config), overrides)
+    if args.estimate:
+        from failtune.estimate import estimate_run, format_estimate
+
+        estimate = estimate_run(config, gpu_hourly_usd=config["cost"]["gpu_hourly_usd"])
+        print(format_estimate(estimate))
+        return 0
     result = run_pipeline(config, show_progress=args.progress)
     report.print_run_validation(result)
     report.print_run(result)

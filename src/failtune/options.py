@@ -462,6 +462,16 @@ class CostOptions:
 
 
 @dataclass
+class EstimateOptions:
+    estimate: bool = option(
+        False,
+        "time a sample of every step here and print the time (and, with --gpu-hourly-usd, the "
+        "cost) of the whole run with its assumptions; runs nothing else, writes nothing",
+        run=False,
+    )
+
+
+@dataclass
 class RunOptions(EngineOptions, ServerOptions):
     """The top-level keys of a run config: its own, and the engine every step generates with.
 

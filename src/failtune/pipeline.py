@@ -148,16 +148,7 @@ class Run:
 
         if model not in self.backends:
             self.backends.clear()  # the previous round's model is not used again
-            opened = load_backend(
-                self.served if o.backend == "openai" else model,
-                backend=o.backend,
-                dtype=o.dtype,
-                device=o.device,
-                batch_size=o.batch_size,
-                server=o.server(),
-                **o.engine(),
-            )
-            self.backends[model] = opened.open() if isinstance(opened, LazyBackend) else opened
+            self.backends[model] = open_backend(model, o, self.served)
         opened = self.backends[model]
         if isinstance(opened, HFBackend):  # transformers batches statically; vLLM by itself
             opened.batch_size = o.batch_size
@@ -202,6 +193,25 @@ def _served_base(config: Mapping[str, Any]) -> str | None:
     server = OpenAIBackend.connect(config["served_model"], **o.server())
     server.check_adapter_loading(config["train"]["lora_r"])
     return server.model_name
+
+
+def open_backend(model: str, o: GenerationOptions, served: str | None = None) -> Backend:
+    """How a run opens a model to generate with (`failtune run --estimate` opens it alike)."""
+    opened = load_backend(
+        served if o.backend == "openai" else model,
+        backend=o.backend,
+        dtype=o.dtype,
+        device=o.device,
+        batch_size=o.batch_size,
+        server=o.server(),
+        **o.engine(),
+    )
+    return opened.open() if isinstance(opened, LazyBackend) else opened
+
+
+def train_options(config: Mapping[str, Any], merge: bool, **overrides: Any) -> Any:
+    """The train step's options: the [train] table, the run's seed, merging between rounds."""
+    return SECTIONS["train"](**{**config["train"], **overrides}, seed=config["seed"], merge=merge)
 
 
 def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunResult:
@@ -517,8 +527,7 @@ def _train_step(
 ) -> dict[str, Any]:
     from failtune.train import train
 
-    section = {**run.config["train"], **overrides}
-    options = SECTIONS["train"](**section, seed=run.config["seed"], merge=merge)
+    options = train_options(run.config, merge, **overrides)
     # Weights opened for generation are not needed again in this round: free them for training.
     run.release(f"training {adapter.relative_to(run.dir)}")
     result = train(

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from failtune.backends import BackendInfo, Generation, GenParams, ScoreRequest, apply_stop_rules
-from failtune.backends.rolling import decode_greedy, use_grouped_attention
+from failtune.backends.rolling import decode_greedy, schedule, use_grouped_attention
 from failtune.errors import FailtuneError
 from failtune.models import load_model, load_tokenizer, resolve_model
 
@@ -71,8 +71,7 @@ class HFBackend:
         the uninterrupted run's schedule to give the same answers.
         """
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
-        # Longest first: an out-of-memory batch fails at once, and similar lengths prefill together.
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        order = _longest_first(ids)
         check = _StopCheck(self.tokenizer, params, self.eos_ids)
         chunk = self.batch_size * _CHUNK_BATCHES
         for start in range(0, len(order), chunk):
@@ -93,6 +92,22 @@ class HFBackend:
                 ]
                 if batch:
                     yield batch
+
+    def schedule(self, generated: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The decoding and prefill steps' rows `stream` runs for answers of `generated` tokens
+        each, given in the order `stream` takes the prompts (chunk by chunk)."""
+        chunk = self.batch_size * _CHUNK_BATCHES
+        decodes: list[int] = []
+        prefills: list[int] = []
+        for start in range(0, len(generated), chunk):
+            d, p = schedule(generated[start : start + chunk], self.batch_size)
+            decodes += d
+            prefills += p
+        return decodes, prefills
+
+    def order(self, prompts: Sequence[str]) -> list[int]:
+        """The order `stream` runs prompts in."""
+        return _longest_first([prompt_ids(self.tokenizer, p) for p in prompts])
 
     def _generation(self, tokens: list[int], reason: str, params: GenParams) -> Generation:
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -147,6 +162,12 @@ class HFBackend:
                 if pending[r] == 0:
                     done.append((r, scores.pop(r)))
             yield done
+
+
+def _longest_first(ids: Sequence[Sequence[int]]) -> list[int]:
+    """Longest prompt first: an out-of-memory batch fails at once, and similar lengths prefill
+    together."""
+    return sorted(range(len(ids)), key=lambda i: -len(ids[i]))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -199,14 +199,10 @@ def decode_greedy(
     batch: _Batch | None = None
     keep_logits = {"logits_to_keep": 1} if _keeps_logits(model) else {}
     while waiting or batch is not None:
-        free = slots - (len(batch.rows) if batch else 0)
-        if waiting and free >= min(len(waiting), max(1, slots // _REFILL_FRACTION)):
+        joining = _joining(slots - (len(batch.rows) if batch else 0), len(waiting), slots)
+        if joining:
             new = _prefill(
-                model,
-                [waiting.popleft() for _ in range(min(free, len(waiting)))],
-                prompts,
-                pad_id,
-                keep_logits,
+                model, [waiting.popleft() for _ in range(joining)], prompts, pad_id, keep_logits
             )
             done = _finish(new, finished)
             if done:
@@ -235,6 +231,35 @@ def decode_greedy(
             yield done
         if not batch.rows:
             batch = None
+
+
+def _joining(free: int, waiting: int, slots: int) -> int:
+    """How many waiting prompts join the batch now; 0: decode a step first."""
+    if waiting and free >= min(waiting, max(1, slots // _REFILL_FRACTION)):
+        return min(free, waiting)
+    return 0
+
+
+def schedule(generated: Sequence[int], slots: int) -> tuple[list[int], list[int]]:
+    """(rows of each decoding step, rows of each prefill) that `decode_greedy` runs for answers
+    of `generated` tokens each (the first one made by the prefill), in that order.
+
+    Lets a cost estimate price a whole split from a timed sample: the sample's steps are
+    timed, the split's steps are counted here with the very rule the decoder follows.
+    """
+    waiting = deque(generated)
+    left: list[int] = []  # tokens each decoding row still has to make
+    decodes: list[int] = []
+    prefills: list[int] = []
+    while waiting or left:
+        joining = _joining(slots - len(left), len(waiting), slots)
+        if joining:
+            prefills.append(joining)
+            left += [n - 1 for n in (waiting.popleft() for _ in range(joining)) if n > 1]
+            continue
+        decodes.append(len(left))
+        left = [n - 1 for n in left if n > 1]
+    return decodes, prefills
 
 
 def _prefill(
