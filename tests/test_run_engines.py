@@ -197,3 +197,31 @@ def test_vllm_run_closes_the_engine_before_training(
     assert candidate["served_path"] == str(adapter / "merged")
     assert (adapter / "merged" / "config.json").is_file()
     assert vllm._ENGINE is None  # the run gives the engine back when it ends
+
+
+def test_loglikelihood_scoring_keeps_transformers(tmp_path: Path, capsys: Any) -> None:
+    """MMLU scored by log-likelihood: `auto` means transformers (vLLM cannot score), and an
+    explicit vLLM or server backend is refused before anything is written."""
+    from failtune.pipeline import generation_options
+    from failtune.runconfig import resolve_config
+
+    config = {
+        "model": "builtin:smollm2",
+        "output_dir": str(tmp_path / "run"),
+        "tasks": {"mmlu": {"mode": "loglikelihood"}},
+        "extract": {"categories": "arith", "limit": 4},
+        "validate": {"categories": "arith,knowledge", "limit": 4},
+    }
+    assert generation_options(resolve_config(config), "validate").backend == "hf"
+    generative = {**config, "tasks": {"mmlu": {"mode": "generate"}}}
+    assert generation_options(resolve_config(generative), "validate").backend == "auto"
+    cfg = tmp_path / "ll.toml"
+    cfg.write_text(
+        f'model = "builtin:smollm2"\noutput_dir = "{tmp_path / "run"}"\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        '[tasks.mmlu]\nmode = "loglikelihood"\n[extract]\ncategories = "arith"\nlimit = 4\n'
+        '[validate]\ncategories = "arith,knowledge"\nlimit = 4\n'
+    )
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot score MMLU by log-likelihood" in err
+    assert not (tmp_path / "run").exists()

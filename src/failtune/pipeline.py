@@ -31,6 +31,7 @@ from failtune.manifest import now
 from failtune.models import resolve_model
 from failtune.options import SECTIONS, EngineOptions, GenerationOptions, ServerOptions, fields
 from failtune.stats import compare
+from failtune.tasks import scores_loglikelihood
 from failtune.tracking import track_round, without_trackers
 from failtune.train import tensorboard_dir
 from failtune.validate import VALIDATION, validate
@@ -179,6 +180,9 @@ class Run:
 def generation_options(config: Mapping[str, Any], section: str, **more: Any) -> Any:
     """The options of a generating step: its table, the run's seed and the run's engine."""
     engine = {k: config[k] for k in ENGINE_KEYS}
+    specs = [config["extract"]["categories"], config["validate"]["categories"]]
+    if engine["backend"] == "auto" and scores_loglikelihood(specs, config["tasks"]):
+        engine["backend"] = "hf"  # vLLM and servers do not score log-likelihoods
     return SECTIONS[section](**config[section], seed=config["seed"], **engine, **more)
 
 

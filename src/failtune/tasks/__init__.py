@@ -49,6 +49,20 @@ def parse_categories(spec: str | list[str]) -> list[str]:
 TaskOptions = Mapping[str, Mapping[str, Any]]
 
 
+def scores_loglikelihood(specs: list[str | None], task_options: TaskOptions) -> bool:
+    """Whether MMLU is among the categories and scored by log-likelihood (its
+    `mode = "loglikelihood"`), which only the transformers backend computes."""
+    if (task_options.get("mmlu") or {}).get("mode") != "loglikelihood":
+        return False
+    names = {
+        n
+        for spec in specs
+        for c in parse_categories(spec or "math")
+        for n in CATEGORIES.get(c, (c,))
+    }
+    return "mmlu" in names
+
+
 def tasks_for(category: str, task_options: TaskOptions | None = None) -> list[Task]:
     """Instantiate the tasks of a category (or a single task named directly).
 
