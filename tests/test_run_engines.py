@@ -217,7 +217,8 @@ def test_loglikelihood_scoring_keeps_transformers(tmp_path: Path, capsys: Any) -
     assert generation_options(resolve_config(generative), "validate").backend == "auto"
     cfg = tmp_path / "ll.toml"
     cfg.write_text(
-        f'model = "builtin:smollm2"\noutput_dir = "{tmp_path / "run"}"\nbackend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        f'model = "builtin:smollm2"\noutput_dir = "{tmp_path / "run"}"\nbackend = "openai"\n'
+        'base_url = "http://127.0.0.1:9/v1"\n'
         '[tasks.mmlu]\nmode = "loglikelihood"\n[extract]\ncategories = "arith"\nlimit = 4\n'
         '[validate]\ncategories = "arith,knowledge"\nlimit = 4\n'
     )
