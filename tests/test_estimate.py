@@ -123,7 +123,7 @@ def test_cli_estimate_prints_the_table_and_writes_nothing(
     run = tmp_path / "run"
     config = tmp_path / "tiny.toml"
     config.write_text(
-        f'model = "{tiny_model_dir}"\noutput_dir = "{run}"\n'
+        f'model = "{tiny_model_dir}"\noutput_dir = "{run}"\nbackend = "hf"\n'
         "[tasks.arith]\nsize = 40\n"
         '[extract]\ncategories = "arith"\nlimit = 40\nmax_new_tokens = 6\nbatch_size = 4\n'
         "[train]\nbatch_size = 2\nsave_steps = 2\n"

@@ -123,16 +123,12 @@ def train(
     by `mix`; `replay` adds already-solved examples as `replay_ratio` of the set
     (failtune.mixing). `loaded` passes (model, tokenizer) of `model_name` already in memory, to
     skip a reload; the adapter is then injected into that model. The progress bar (steps, loss)
-    joins a run's live view when one is open (console.live_view). `padding_free` concatenates
-    each batch's examples into one row with position ids restarting per example, so no pad
-    token is computed and attention never crosses examples (transformers builds the
-    block-diagonal mask from the position ids); the losses equal those of padded batches; on
-    sdpa, attention is then computed example by example (failtune.varlen). `report_to` names
+    joins a run's live view when one is open (console.live_view). `padding_free`: one row per
+    batch, attention never crossing examples (failtune.varlen). `report_to` names
     the trackers TRL logs to (`tensorboard` writes into <output_dir>/tensorboard unless
     TENSORBOARD_LOGGING_DIR is set). `num_processes` > 1 or an `accelerate_config` trains on
     several processes started through accelerate (failtune.launch), `batch_size` being the
-    global batch; the result then holds no model (it is on disk). Under `accelerate launch` or
-    `torchrun` each process trains on its share and only the main one writes.
+    global batch; under `accelerate launch`/`torchrun` only the main process writes.
     """
     import torch
 
@@ -149,8 +145,7 @@ def train(
     main = launch.is_main()
     if not main:
         silence()
-    warning = lr_warning(o.learning_rate)
-    if warning:
+    if warning := lr_warning(o.learning_rate):
         warn(warning)
     started, t0 = now(), time.perf_counter()
     per_file = read_training_files(dataset_path)
@@ -166,8 +161,8 @@ def train(
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
     steps_per_epoch = math.ceil(len(rows) / (o.batch_size * o.gradient_accumulation_steps))
     note(
-        f"training on {len(rows)} examples from {len(files)} file(s), "
-        f"{steps_per_epoch} steps per epoch"
+        f"training on {len(rows)} examples from {len(files)} file(s), {steps_per_epoch} steps "
+        "per epoch"
     )
     on_gpu = device.startswith("cuda")
     bf16 = on_gpu and model.dtype == torch.bfloat16
@@ -180,17 +175,43 @@ def train(
     seconds = time.perf_counter() - t0
     if not main:  # the main process writes the record of the run
         return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
+    _write_record(
+        out,
+        o,
+        (model_name, dataset_path, ref.label),
+        (device, on_gpu),
+        files,
+        started,
+        seconds,
+        (len(rows), result, processes, per_process),
+    )
+    return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
+
+
+def _write_record(
+    out: Path,
+    o: TrainOptions,
+    inputs: tuple[str, str | Path, str],
+    where: tuple[str, bool],
+    files: list[Path],
+    started: str,
+    seconds: float,
+    outcome: tuple[int, Any, int, int],
+) -> None:
+    """The train step's manifest (main process only): inputs, data digests, batches, cost."""
+    model_name, dataset_path, label = inputs
+    (device, on_gpu), (n_rows, result, processes, per_process) = where, outcome
     write_manifest(
         out,
         "train",
         {"model_name": model_name, "dataset_path": str(dataset_path), "output_dir": out}
         | record(o),
-        model=ref.label,
+        model=label,
         device=device,
         started=started,
         finished=now(),
         data_sha256={str(p): sha256_file(p) for p in files},
-        counts={"examples": len(rows), "steps": result.global_step},
+        counts={"examples": n_rows, "steps": result.global_step},
         processes={
             "world_size": processes,
             "per_process_batch_size": per_process,
@@ -203,7 +224,6 @@ def train(
             "gpu_hours": round(seconds / 3600, 4) if on_gpu else 0.0,
         },
     )
-    return TrainResult(out, len(rows), metrics, merged_dir, seconds, trained, tokenizer)
 
 
 def _model_and_tokenizer(
