@@ -212,7 +212,7 @@ def timed_evaluate(
         if hook is not None:
             hook.remove()
     end = time.perf_counter()
-    ends = [t for t, _, _ in marks[1:]] + [end]
+    ends = [t for t, _, _ in marks[1:]] + [end] * bool(marks)  # vLLM: no model calls seen
     calls = [(rows, width, e - t) for (t, rows, width), e in zip(marks, ends, strict=True)]
     return GenSample(problems, records, end - t0, calls)
 
@@ -463,10 +463,17 @@ def assumptions(
     rates = ", ".join(f"{c} {r:.0%}" for c, r in training["failure_rates"].items())
     base_len = _mean([generated_tokens(r) for r in m.baseline.records])
     price = est.gpu_hourly_usd
+    rolling = bool(m.extract.calls)  # transformers' steps were timed; vLLM's are its own
+    how = (
+        "replays the rolling batch's schedule for the whole split with the step costs fitted "
+        "on the sample"
+        if rolling
+        else "scales the sample's time (the run's engine) by generated tokens"
+    )
+    candidate = "" if rolling else " (timed with transformers; the run serves it with vLLM)"
     return [
         f"Samples are evenly spaced over each split (seed {config['seed']}); extrapolation "
-        "replays the rolling batch's schedule for the whole split with the step costs fitted "
-        "on the sample, answer lengths taken from the nearest sample problem.",
+        f"{how}, answer lengths taken from the nearest sample problem.",
         f"Model load: {m.load:.1f} s, counted once per process that loads it (extract; the "
         "train step loads again, inside its timed fixed part).",
         f"Extract sample: {_rate(m.extract)}.",
@@ -482,7 +489,8 @@ def assumptions(
         f"included as far as the sample reached one), {m.train.fixed:.1f} s outside the steps "
         "(load, data preparation, saving).",
         f"Validate generates only the candidate side (the base side is the baseline, copied): "
-        f"the trained model in memory answered the held-out sample at {_rate(m.candidate)}; its "
+        f"the trained model in memory{candidate} answered the held-out sample at "
+        f"{_rate(m.candidate)}; its "
         f"answers are assumed as long as the reference solutions it is trained on "
         f"({_mean(m.candidate_lengths):.0f} tokens, against {base_len:.0f} for the base).",
         f"Rounds: {config['rounds']}, each priced like the first; the run stops early when a "
