@@ -154,6 +154,8 @@ def open_engine(
             # CUDA graphs pay off on a GPU; on CPU compiling takes ~2 min for a few percent.
             enforce_eager=(not gpu) if enforce_eager is None else enforce_eager,
             seed=0,
+            # vLLM's weight-loading bar passes disable= itself, so tqdm's switch misses it.
+            use_tqdm_on_load=os.environ.get("TQDM_DISABLE") != "1",
             **options,
         )
     except (OSError, ValueError, RuntimeError) as e:
