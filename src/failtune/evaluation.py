@@ -148,7 +148,8 @@ def make_records(task: Task, pairs: Sequence[tuple[Problem, Completion]]) -> lis
     ]
 
 
-def _by_task(problems: list[tuple[Task, Problem]]) -> list[tuple[Task, list[Problem]]]:
+def by_task(problems: list[tuple[Task, Problem]]) -> list[tuple[Task, list[Problem]]]:
+    """Problems grouped per task, in the order the tasks first appear."""
     groups: dict[str, tuple[Task, list[Problem]]] = {}
     for task, problem in problems:
         groups.setdefault(task.name, (task, []))[1].append(problem)
@@ -193,7 +194,7 @@ def _grade_given(
     """Grade a completions file in one go; results.jsonl is rewritten whole."""
     by_id = {
         r["id"]: r
-        for task, group in _by_task(problems)
+        for task, group in by_task(problems)
         for r in make_records(task, [(p, completions[p.id]) for p in group])
     }
     records = [by_id[p.id] for _, p in problems]
@@ -232,7 +233,7 @@ def _generate(
     graded = sum(1 for pid in wanted if pid in done)
     with progress_bar(show_progress) as bar, JsonlAppender(output_dir / RESULTS) as sink:
         job = bar.add_task(label, total=len(problems), completed=graded, info=_acc(correct, graded))
-        for task, group in _by_task(problems):
+        for task, group in by_task(problems):
             skip = {i for i, p in enumerate(group) if p.id in done}
             if len(skip) == len(group):
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from failtune.evaluation import load_problems
+from failtune.evaluation import by_task, load_problems
 from failtune.stats import compare
 from failtune.tasks import Problem, Task, parse_categories, tasks_for
 
@@ -39,11 +39,8 @@ def lr_name(lr: float) -> str:
 
 def selection_problems(config: Mapping[str, Any]) -> list[tuple[Task, Problem]]:
     """The last `selection_size` problems of each task the run extracts from."""
-    ex, size = config["extract"], config["train"]["selection_size"]
-    by_task: dict[str, list[tuple[Task, Problem]]] = {}
-    for task, problem in load_problems(ex["categories"], ex["split"], None, config["tasks"]):
-        by_task.setdefault(task.name, []).append((task, problem))
-    return [pair for pairs in by_task.values() for pair in pairs[-size:]]
+    size = config["train"]["selection_size"]
+    return [(task, p) for task, problems in _extract_split(config) for p in problems[-size:]]
 
 
 def describe(problems: Sequence[tuple[Task, Problem]], split: str) -> dict[str, Any]:
@@ -99,11 +96,13 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
 
 def _split_sizes(config: Mapping[str, Any]) -> dict[str, int]:
     """Problems per extracted task in the extract split (the split is read, never the test)."""
+    return {task.name: len(problems) for task, problems in _extract_split(config)}
+
+
+def _extract_split(config: Mapping[str, Any]) -> list[tuple[Task, list[Problem]]]:
+    """Every problem of the extract split (no limit), per task."""
     ex = config["extract"]
-    sizes: dict[str, int] = {}
-    for task, _ in load_problems(ex["categories"], ex["split"], None, config["tasks"]):
-        sizes[task.name] = sizes.get(task.name, 0) + 1
-    return sizes
+    return by_task(load_problems(ex["categories"], ex["split"], None, config["tasks"]))
 
 
 def choose(
