@@ -11,6 +11,9 @@ configuration runs in its own subprocess, interleaved and repeated (A B B A ...)
 - peak RSS of the subprocess (ru_maxrss);
 - the loss of every optimizer step (mean over completion tokens), compared step by step.
 
+A configuration the kernel kills for lack of memory is recorded under `out_of_memory`, with the
+memory that was available when it started; that batch size then has no comparison.
+
 Data: `--failures FILE` (a `math_training_ready.jsonl` that `failtune extract` wrote), else the
 first `--problems` GSM8K train problems with their own reference solutions, which is what a
 failure's training example holds (labelled `gsm8k-train-solutions` in the JSON).
@@ -27,6 +30,7 @@ import math
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,12 +118,26 @@ def measure(data: Path, padding_free: bool, batch_size: int, steps: int, seed: i
 
 def run_one(data: Path, name: str, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
     """`measure` in a fresh subprocess, so peak RSS and caches belong to that configuration."""
+    available_mb = available_memory_mb()
     args = [sys.executable, __file__, "--child", name, "--data", str(data)]
     args += ["--batch-sizes", str(batch_size), "--steps", str(steps), "--seed", str(seed)]
     done = subprocess.run(args, capture_output=True, text=True, env=os.environ.copy())
+    if done.returncode == -signal.SIGKILL:  # the kernel's OOM killer: a finding, not a bug
+        return {"killed": "SIGKILL, out of memory", "available_mb_before": available_mb}
     if done.returncode:
         sys.exit(f"{name} at batch {batch_size} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def available_memory_mb() -> float | None:
+    """MemAvailable (Linux): what a configuration that ran out of memory had to work with."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def load() -> list[float]:
@@ -182,6 +200,14 @@ def compare_all(args: argparse.Namespace, data: Path) -> None:
             before = load()
             figures = run_one(data, name, batch, args.steps, args.seed)
             figures["load_before_after"] = [before, load()]
+            if "killed" in figures:
+                entry.setdefault("out_of_memory", {})[name] = figures
+                print(
+                    f"batch {batch} {name:12s} killed: out of memory "
+                    f"({figures['available_mb_before']} MB were available)",
+                    flush=True,
+                )
+                break  # the other configuration alone compares with nothing
             runs[name].append(figures)
             print(
                 f"batch {batch} {name:12s} {figures['real_tokens_per_s']:8.1f} real tok/s  "
@@ -192,6 +218,7 @@ def compare_all(args: argparse.Namespace, data: Path) -> None:
             if all(runs.values()):
                 entry.update(compare(runs))
             Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
         summary = {k: v for k, v in entry.items() if k != "runs"}
         print(f"batch {batch}: {json.dumps(summary)}", flush=True)
 
