@@ -176,8 +176,8 @@ def test_vllm_run_closes_the_engine_before_training(
 def test_loglikelihood_scoring_keeps_transformers(tmp_path: Path, capsys: Any) -> None:
     """MMLU scored by log-likelihood: `auto` means transformers (vLLM cannot score), and an
     explicit vLLM or server backend is refused before anything is written."""
-    from failtune.pipeline import generation_options
     from failtune.runconfig import resolve_config
+    from failtune.steps import generation_options
 
     config = {
         "model": "builtin:smollm2",

@@ -13,7 +13,7 @@ import pytest
 from conftest import ScriptedBackend
 from helpers import read_jsonl
 
-from failtune import evaluation, pipeline
+from failtune import evaluation, pipeline, steps
 from failtune.cli import main
 from failtune.errors import FailtuneError
 from failtune.models import resolve_model
@@ -296,8 +296,8 @@ def test_the_most_accurate_candidate_is_chosen_and_validated(
         pipeline.Run, "backend", lambda run, model, batch_size: answering(0.0, base_label)
     )
     monkeypatch.setattr(
-        pipeline,
-        "_candidate_backend",
+        steps,
+        "candidate_backend",
         lambda run, adapter, training: answering(right_share.get(adapter.name, 1.0), adapter.name),
     )  # round-1/adapter, validated, is the chosen 1e-3's copy
     path = sweep_config(tmp_path, tiny_model_dir, report_to="tensorboard")

@@ -34,7 +34,7 @@ from failtune.evaluation import evaluate, load_problems
 from failtune.extract import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
 from failtune.files import atomic_write_jsonl, read_jsonl
 from failtune.mixing import mix_examples
-from failtune.pipeline import generation_options, open_backend, train_options
+from failtune.steps import generation_options, open_backend, train_options
 from failtune.tasks import Problem, Task
 
 SAMPLE = 32  # problems per generation step at least; more when a batch holds more

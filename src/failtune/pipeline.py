@@ -5,7 +5,7 @@ model) in run_state.json. A rerun skips a step whose hash is unchanged and whose
 resumes one that was interrupted (the steps themselves resume: graded ids, training
 checkpoints), and redoes one whose inputs changed. Round r > 1 extracts on the previous round's
 model and trains again; the run stops early when a gate fails or the gain over the previous
-round is not significant.
+round is not significant. What each step does, and which engine it opens, is in `steps`.
 """
 
 from __future__ import annotations
@@ -18,33 +18,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from failtune import sweep
-from failtune.backends import Backend, LazyBackend, engine_kind, load_backend
+from failtune import steps, sweep
+from failtune.backends import Backend
 from failtune.console import live_view, note
-from failtune.cost import token_counts
-from failtune.evaluation import RESULTS, RESULTS_SOURCE, evaluate, load_problems
-from failtune.extract import extract
+from failtune.evaluation import RESULTS, load_problems
 from failtune.files import atomic_write_json, output_folder, read_json, read_jsonl, sha256_file
 from failtune.manifest import now
-from failtune.models import resolve_model
-from failtune.options import SECTIONS, EngineOptions, GenerationOptions, ServerOptions, fields
+from failtune.options import GenerationOptions
 from failtune.stats import compare
-from failtune.tasks import scores_loglikelihood
 from failtune.tracking import track_round, without_trackers
 from failtune.train import tensorboard_dir
-from failtune.validate import VALIDATION, validate
-
-if TYPE_CHECKING:
-    from failtune.backends.openai import OpenAIBackend
+from failtune.validate import VALIDATION
 
 STATE = "run_state.json"
 BASELINE = "baseline"  # the base model graded once on the held-out problems, shared by rounds
-SELECTION = "selection.json"  # a learning-rate sweep's choice and every candidate's scores
-# Top-level run keys that choose the generation engine: given to every generating step, in no
-# step's input hash (the engine each step used is recorded in its info and manifest instead).
-ENGINE_KEYS = tuple(f.name for cls in (EngineOptions, ServerOptions) for f in fields(cls))
 
 
 def input_hash(**inputs: Any) -> str:
@@ -149,7 +138,7 @@ class Run:
 
         if model not in self.backends:
             self.backends.clear()  # the previous round's model is not used again
-            self.backends[model] = open_backend(model, o, self.served)
+            self.backends[model] = steps.open_backend(model, o, self.served)
         opened = self.backends[model]
         if isinstance(opened, HFBackend):  # transformers batches statically; vLLM by itself
             opened.batch_size = o.batch_size
@@ -177,50 +166,9 @@ class Run:
         )
 
 
-def generation_options(config: Mapping[str, Any], section: str, **more: Any) -> Any:
-    """The options of a generating step: its table, the run's seed and the run's engine."""
-    engine = {k: config[k] for k in ENGINE_KEYS}
-    specs = [config["extract"]["categories"], config["validate"]["categories"]]
-    if engine["backend"] == "auto" and scores_loglikelihood(specs, config["tasks"]):
-        engine["backend"] = "hf"  # vLLM and servers do not score log-likelihoods
-    return SECTIONS[section](**config[section], seed=config["seed"], **engine, **more)
-
-
-def _served_base(config: Mapping[str, Any]) -> str | None:
-    """backend openai: the base model's name on the server, once it is known that the server
-    can load the trained adapter later; checked before any work starts."""
-    if config["backend"] != "openai":
-        return None
-    from failtune.backends.openai import OpenAIBackend
-
-    o = generation_options(config, "validate")
-    server = OpenAIBackend.connect(config["served_model"], **o.server())
-    server.check_adapter_loading(config["train"]["lora_r"])
-    return server.model_name
-
-
-def open_backend(model: str, o: GenerationOptions, served: str | None = None) -> Backend:
-    """How a run opens a model to generate with (`failtune run --estimate` opens it alike)."""
-    opened = load_backend(
-        served if o.backend == "openai" else model,
-        backend=o.backend,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=o.batch_size,
-        server=o.server(),
-        **o.engine(),
-    )
-    return opened.open() if isinstance(opened, LazyBackend) else opened
-
-
-def train_options(config: Mapping[str, Any], merge: bool, **overrides: Any) -> Any:
-    """The train step's options: the [train] table, the run's seed, merging between rounds."""
-    return SECTIONS["train"](**{**config["train"], **overrides}, seed=config["seed"], merge=merge)
-
-
 def run_pipeline(config: dict[str, Any], *, show_progress: bool = True) -> RunResult:
     """Run (or resume) every round of `config`; returns the state written to run_state.json."""
-    served = _served_base(config)
+    served = steps.served_base(config)
     run = Run(config, show_progress)
     run.served = served
     rounds = config["rounds"]
@@ -245,7 +193,7 @@ def _seconds(state: Mapping[str, Any]) -> dict[str, float]:
 
 
 @dataclass
-class _Round:
+class Round:
     """Where round r reads and writes: its model (the base, or the last round's merged model)."""
 
     r: int
@@ -275,7 +223,7 @@ def _rounds(run: Run) -> Path | None:
     final: Path | None = None
     sweeping = sweep.candidates(cfg["train"]) is not None
     for r in range(1, cfg["rounds"] + 1):
-        rnd = _Round(r, run.dir / f"round-{r}", model, upstream, last=r == cfg["rounds"])
+        rnd = Round(r, run.dir / f"round-{r}", model, upstream, last=r == cfg["rounds"])
         run.view.update(run.view_task, description=f"run · round {r}/{cfg['rounds']}")
         _extract_round(run, rnd)
         if r == 1 and not sweeping:
@@ -295,7 +243,7 @@ def _rounds(run: Run) -> Path | None:
     return final
 
 
-def _extract_round(run: Run, rnd: _Round) -> None:
+def _extract_round(run: Run, rnd: Round) -> None:
     ex, tasks = run.config["extract"], run.config["tasks"]
     problems = load_problems(ex["categories"], ex["split"], ex["limit"], tasks)
     data_files = sorted({f for t, p in problems for f in t.data_files(p.split)})
@@ -310,7 +258,7 @@ def _extract_round(run: Run, rnd: _Round) -> None:
         },
         [rnd.extract_dir / RESULTS, rnd.extract_dir / "manifest.json"],
         [rnd.extract_dir],
-        _extract_step,
+        steps.extract_step,
         run,
         rnd.model,
         rnd.extract_dir,
@@ -327,7 +275,7 @@ def _baseline(run: Run) -> None:
         {"section": _generation_keys(val), "tasks": tasks, "model": base_model},
         [baseline_dir / RESULTS],
         [baseline_dir],
-        _grade_step,
+        steps.grade_step,
         run,
         held_out,
         base_model,
@@ -336,7 +284,7 @@ def _baseline(run: Run) -> None:
     )
 
 
-def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> str:
+def _train_round(run: Run, rnd: Round, training: dict[str, Any]) -> str:
     """Train on this round's failures; merged into a plain model when another round follows.
 
     A sweep trains one adapter per learning rate, each its own resumable step, then chooses
@@ -358,7 +306,7 @@ def _train_round(run: Run, rnd: _Round, training: dict[str, Any]) -> str:
 
 def _train_one(
     run: Run,
-    rnd: _Round,
+    rnd: Round,
     name: str,
     adapter: Path,
     overrides: dict[str, Any],
@@ -382,7 +330,7 @@ def _train_one(
         },
         outputs,
         [adapter],
-        _train_step,
+        steps.train_step,
         run,
         rnd.model,
         rnd.extract_dir,
@@ -393,7 +341,7 @@ def _train_one(
     )
 
 
-def _select_round(run: Run, rnd: _Round, trained: dict[float, Path]) -> str:
+def _select_round(run: Run, rnd: Round, trained: dict[float, Path]) -> str:
     """Grade the round's model and every candidate on the selection problems; the chosen
     adapter is copied to round-N/adapter, where validation and the next round find it."""
     name = f"round-{rnd.r}/select"
@@ -411,9 +359,9 @@ def _select_round(run: Run, rnd: _Round, trained: dict[float, Path]) -> str:
                 str(lr): sha256_file(d / "adapter_model.safetensors") for lr, d in trained.items()
             },
         },
-        [select_dir / SELECTION, rnd.adapter / "adapter_model.safetensors"],
+        [select_dir / sweep.SELECTION, rnd.adapter / "adapter_model.safetensors"],
         [select_dir, rnd.adapter],
-        _select_step,
+        steps.select_step,
         run,
         rnd,
         trained,
@@ -422,7 +370,7 @@ def _select_round(run: Run, rnd: _Round, trained: dict[float, Path]) -> str:
     return name
 
 
-def _validate_round(run: Run, rnd: _Round, training: dict[str, Any]) -> Path:
+def _validate_round(run: Run, rnd: Round, training: dict[str, Any]) -> Path:
     baseline_dir = run.dir / BASELINE
     run.step(
         f"round-{rnd.r}/validate",
@@ -434,17 +382,17 @@ def _validate_round(run: Run, rnd: _Round, training: dict[str, Any]) -> Path:
         },
         [rnd.validate_dir / VALIDATION],
         [rnd.validate_dir],
-        _validate_step,
+        steps.validate_step,
         run,
         run.config["model"],
-        functools.partial(_candidate_backend, run, rnd.adapter, training),
+        functools.partial(steps.candidate_backend, run, rnd.adapter, training),
         baseline_dir,
         rnd.validate_dir,
     )
     return rnd.validate_dir / VALIDATION
 
 
-def _record_round(run: Run, rnd: _Round, previous: Path | None) -> bool:
+def _record_round(run: Run, rnd: Round, previous: Path | None) -> bool:
     """Record the round's outcome in the run state; whether the next round should start."""
     val = run.config["validate"]
     outcome = read_json(rnd.validate_dir / VALIDATION)
@@ -483,195 +431,11 @@ def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
     return {k: section[k] for k in keys}
 
 
-def _extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
-    ex = generation_options(run.config, "extract")
-    backend = run.backend(model, ex)
-    result = extract(
-        model,
-        out_dir,
-        ex,
-        model=backend,
-        task_options=run.config["tasks"],
-        show_progress=run.show_progress,
-    )
-    return {
-        "summary": result.summary,
-        "failures": sum(s["n"] - s["correct"] for s in result.summary.values()),
-        **token_counts(model, result.records),
-        "engine": backend.info.record(),
-    }
-
-
-def _grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str) -> dict[str, Any]:
-    val = generation_options(run.config, "validate")
-    backend = run.backend(model, val)
-    records = evaluate(
-        problems,
-        out_dir,
-        backend=backend,
-        max_new_tokens=val.max_new_tokens,
-        stop=tuple(val.stop),
-        show_progress=run.show_progress,
-        label=label,
-    )
-    return {
-        "accuracy": sum(r["correct"] for r in records) / len(records),
-        "engine": backend.info.record(),
-    }
-
-
-def _train_step(
-    run: Run,
-    model: str,
-    ex_dir: Path,
-    adapter: Path,
-    merge: bool,
-    keep: dict[str, Any],
-    overrides: Mapping[str, Any],
-) -> dict[str, Any]:
-    from failtune.train import train
-
-    options = train_options(run.config, merge, **overrides)
-    # Weights opened for generation are not needed again in this round: free them for training.
-    run.release(f"training {adapter.relative_to(run.dir)}")
-    result = train(
-        model,
-        ex_dir / "*_training_ready.jsonl",
-        adapter,
-        options,
-        show_progress=run.show_progress,  # its bar joins the run's live view
-    )
-    if result.model is not None:  # trained in this process, not in launched ones
-        keep["result"] = result
-    # HF's train_loss averages only the steps run by the last process; the log history is kept
-    # in checkpoints, so the last logged loss is the same whether or not training was resumed.
-    losses = [h["loss"] for h in result.metrics.get("log_history", []) if "loss" in h]
-    return {
-        "examples": result.examples,
-        "steps": result.metrics.get("steps"),
-        "last_logged_loss": losses[-1] if losses else None,
-    }
-
-
-def _candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Backend:
-    """With transformers, the trained model still in memory when this process trained it; else
-    the adapter opened lazily by the run's engine (vLLM: LoRA or merged, see vllm.serve_merged),
-    or loaded into the OpenAI-compatible server."""
-    o = generation_options(run.config, "validate")
-    kind = engine_kind(o.backend, o.device)
-    if kind != "hf":
-        training.pop("result", None)  # the trained model in memory: other engines read files
-    result = training.get("result")
-    if kind == "openai":
-        return _served_adapter(run, adapter)
-    # A merged model computes slightly differently from base + adapter: only the unmerged one in
-    # memory is what a resumed run (which loads base + adapter) would generate with.
-    if result is not None and result.merged_dir is None:
-        label = resolve_model(str(adapter)).label  # what LazyBackend would call it on a resume
-        from failtune.backends.hf import HFBackend
-
-        return HFBackend(
-            result.model,
-            result.tokenizer,
-            batch_size=run.config["validate"]["batch_size"],
-            label=label,
-        )
-    return load_backend(
-        str(adapter),
-        backend=o.backend,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=o.batch_size,
-        **o.engine(),
-    )
-
-
-def _served_adapter(run: Run, adapter: Path) -> OpenAIBackend:
-    """The adapter loaded into the server under a name unique to its weights (a resumed run,
-    or validation after a sweep's choice, finds it loaded); a backend that generates with it."""
-    from failtune.backends.openai import OpenAIBackend
-
-    server = OpenAIBackend.connect(
-        run.served, **generation_options(run.config, "validate").server()
-    )
-    digest = sha256_file(adapter / "adapter_model.safetensors")[:12]
-    return server.with_adapter(f"failtune-{digest}", adapter)
-
-
-def _validate_step(
-    run: Run,
-    base_model: str,
-    candidate: Callable[[], Backend],
-    baseline_dir: Path,
-    vdir: Path,
-) -> dict[str, Any]:
-    base_copy = vdir / "base"
-    base_copy.mkdir(parents=True, exist_ok=True)
-    for name in (RESULTS, RESULTS_SOURCE):
-        shutil.copyfile(baseline_dir / name, base_copy / name)
-    options = generation_options(run.config, "validate", output_dir=str(vdir))
-    opened = candidate()  # opened only now: the adapter exists once the train step is done
-    result = validate(
-        # Its answers are the baseline's; a server knows the model by the name it serves.
-        run.backend(base_model, options) if options.backend == "openai" else base_model,
-        opened,
-        options,
-        task_options=run.config["tasks"],
-        show_progress=run.show_progress,
-    )
-    return {"passed": result.passed, "engine": opened.info.record()}
-
-
-def _select_step(
-    run: Run, rnd: _Round, trained: dict[float, Path], select_dir: Path
-) -> dict[str, Any]:
-    """The base and each candidate answer the selection problems; the best one is kept."""
-    val = run.config["validate"]
-    problems = sweep.selection_problems(run.config)
-
-    def graded(backend: Backend, out: Path, label: str) -> list[bool]:
-        records = evaluate(
-            problems,
-            out,
-            backend=backend,
-            max_new_tokens=val["max_new_tokens"],
-            stop=tuple(val["stop"]),
-            show_progress=run.show_progress,
-            label=label,
-        )
-        return [r["correct"] for r in records]
-
-    opened = run.backend(rnd.model, generation_options(run.config, "validate"))
-    base = graded(opened, select_dir / "base", "select: base")
-    scores = {
-        lr: graded(_candidate_backend(run, d, {}), select_dir / d.name, f"select: {d.name}")
-        for lr, d in trained.items()
-    }
-    steps = run.state["steps"]
-    training = {
-        lr: {
-            "final_loss": steps[f"round-{rnd.r}/train-{d.name}"].get("last_logged_loss"),
-            "steps": steps[f"round-{rnd.r}/train-{d.name}"].get("steps"),
-        }
-        for lr, d in trained.items()
-    }
-    outcome = {
-        "selection": sweep.describe(problems, run.config["extract"]["split"]),
-        **sweep.choose(base, scores, training),
-    }
-    shutil.rmtree(rnd.adapter, ignore_errors=True)
-    ignore = shutil.ignore_patterns("checkpoints")  # optimizer states: not part of the adapter
-    shutil.copytree(trained[outcome["chosen"]], rnd.adapter, ignore=ignore)
-    atomic_write_json(select_dir / SELECTION, outcome)
-    note(f"round {rnd.r}: learning rate {outcome['chosen']:g} chosen on the selection problems")
-    return outcome
-
-
-def _record_sweep(rnd: _Round) -> None:
+def _record_sweep(rnd: Round) -> None:
     """validation.json says which learning rate was chosen, how, and among which."""
     path = rnd.validate_dir / VALIDATION
     body = read_json(path)
-    record = read_json(rnd.dir / "select" / SELECTION)
+    record = read_json(rnd.dir / "select" / sweep.SELECTION)
     if body.get("learning_rate_sweep") != record:
         atomic_write_json(path, {**body, "learning_rate_sweep": record})
 

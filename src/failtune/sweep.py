@@ -19,6 +19,7 @@ from failtune.evaluation import by_task, load_problems
 from failtune.stats import compare
 from failtune.tasks import Problem, Task, parse_categories, tasks_for
 
+SELECTION = "selection.json"  # in round-N/select: the choice and every candidate's scores
 HOW_CUT = (
     "the last selection_size problems of each extracted task's split, in the task's own order "
     "(tasks without a train split: of the part not held out); extraction takes the first "
