@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,8 +24,16 @@ from failtune.files import read_json, read_jsonl
 from failtune.manifest import package_versions
 
 
+def loops(text: str) -> bool:
+    """Whether an answer went round in circles: one of its lines, numbers aside, three times or
+    more ("48 + 2 = 50 feet", "50 + 2 = 52 feet", ...), as a small model's greedy decoding does
+    once it has learnt a step-per-line format but not when to stop."""
+    lines = [re.sub(r"[\d.,]+", "#", line.strip()) for line in text.splitlines() if line.strip()]
+    return bool(lines) and Counter(lines).most_common(1)[0][1] >= 3
+
+
 def side(results: Path) -> dict[str, Any]:
-    """How one side answered a category: failure reasons, answer lengths, cut-offs."""
+    """How one side answered a category: failure reasons, answer lengths, cut-offs, loops."""
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in read_jsonl(results):
         by_task.setdefault(r["task"], []).append(r)
@@ -34,6 +43,7 @@ def side(results: Path) -> dict[str, Any]:
             "correct": sum(r["correct"] for r in rows),
             "reasons": dict(Counter(r["reason"] for r in rows if not r["correct"])),
             "hit_length_cap": sum(r["finish_reason"] == "length" for r in rows),
+            "loops": sum(loops(r["completion"]) for r in rows),
             "mean_completion_tokens": round(mean(r["completion_tokens"] for r in rows), 1),
         }
         for task, rows in sorted(by_task.items())

@@ -138,23 +138,20 @@ class HFBackend:
         order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][2]))
         for start in range(0, len(order), self.batch_size):
             batch = [jobs[j] for j in order[start : start + self.batch_size]]
-            width = max(len(ids) for _, _, ids, _ in batch)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([i + [pad] * (width - len(i)) for _, _, i, _ in batch])
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for _, _, i, _ in batch])
-            logits = self.model(
-                input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
-            ).logits.float()
-            logprobs = torch.log_softmax(logits, dim=-1)
+            # Left-padded, so every row ends at the last position and only the last `keep`
+            # positions' logits are computed: full logits of a batch of long MMLU contexts
+            # (batch × length × vocabulary) would take tens of GB.
+            keep = max(1 if c < 0 else len(targets) for _, c, _, targets in batch)
+            logprobs = torch.log_softmax(self._last_logits(batch, keep).float(), dim=-1)
             done = []
-            for row, (r, c, seq, targets) in enumerate(batch):
+            for row, (r, c, _, targets) in enumerate(batch):
                 row_scores = scores.setdefault(r, [0.0] * len(requests[r][1]))
                 if c < 0:  # every continuation is one token after the context
                     for k, t in enumerate(targets):
-                        row_scores[k] = float(logprobs[row, len(seq) - 1, t])
+                        row_scores[k] = float(logprobs[row, keep - 1, t])
                     pending[r] = 0
-                else:  # targets are the last len(targets) tokens of seq + [last target]
-                    first = len(seq) - len(targets)
+                else:  # the targets are predicted by the last len(targets) positions
+                    first = keep - len(targets)
                     row_scores[c] = float(
                         sum(logprobs[row, first + k, t] for k, t in enumerate(targets))
                     )
@@ -162,6 +159,25 @@ class HFBackend:
                 if pending[r] == 0:
                     done.append((r, scores.pop(r)))
             yield done
+
+    def _last_logits(
+        self, batch: Sequence[tuple[int, int, list[int], list[int]]], keep: int
+    ) -> Any:
+        """Logits of the last `keep` positions of each sequence, left-padded together."""
+        width = max(len(ids) for _, _, ids, _ in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(i)) + i for _, _, i, _ in batch])
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, _, i, _ in batch])
+        device = self.model.device
+        inputs = {
+            "input_ids": ids.to(device),
+            "attention_mask": mask.to(device),
+            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0).to(device),
+        }
+        try:
+            return self.model(**inputs, logits_to_keep=keep).logits[:, -keep:]
+        except TypeError:  # a model class from before transformers had logits_to_keep
+            return self.model(**inputs).logits[:, -keep:]
 
 
 def _longest_first(ids: Sequence[Sequence[int]]) -> list[int]:
