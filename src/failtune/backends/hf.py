@@ -176,7 +176,9 @@ class HFBackend:
         }
         try:
             return self.model(**inputs, logits_to_keep=keep).logits[:, -keep:]
-        except TypeError:  # a model class from before transformers had logits_to_keep
+        except TypeError as e:  # a model class from before transformers had logits_to_keep
+            if "logits_to_keep" not in str(e):
+                raise
             return self.model(**inputs).logits[:, -keep:]
 
 
