@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from failtune.backends import BackendInfo, Generation, GenParams, ScoreRequest, apply_stop_rules
-from failtune.backends.rolling import decode_greedy, schedule, use_grouped_attention
+from failtune.backends.rolling import (
+    decode_greedy,
+    keeps_logits,
+    left_padded,
+    schedule,
+    use_grouped_attention,
+)
 from failtune.errors import FailtuneError
 from failtune.models import load_model, load_tokenizer, resolve_model
 
@@ -135,7 +141,7 @@ class HFBackend:
                     jobs.append((r, c, w[:-1], w[-n:]))
         scores: dict[int, list[float]] = {}
         pending = {r: len(conts) for r, (_, conts) in enumerate(requests)}
-        order = sorted(range(len(jobs)), key=lambda j: -len(jobs[j][2]))
+        order = _longest_first([ids for _, _, ids, _ in jobs])
         for start in range(0, len(order), self.batch_size):
             batch = [jobs[j] for j in order[start : start + self.batch_size]]
             # Left-padded, so every row ends at the last position and only the last `keep`
@@ -164,22 +170,10 @@ class HFBackend:
         self, batch: Sequence[tuple[int, int, list[int], list[int]]], keep: int
     ) -> Any:
         """Logits of the last `keep` positions of each sequence, left-padded together."""
-        width = max(len(ids) for _, _, ids, _ in batch)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(i)) + i for _, _, i, _ in batch])
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for _, _, i, _ in batch])
-        device = self.model.device
-        inputs = {
-            "input_ids": ids.to(device),
-            "attention_mask": mask.to(device),
-            "position_ids": (mask.cumsum(-1) - 1).clamp(min=0).to(device),
-        }
-        try:
-            return self.model(**inputs, logits_to_keep=keep).logits[:, -keep:]
-        except TypeError as e:  # a model class from before transformers had logits_to_keep
-            if "logits_to_keep" not in str(e):
-                raise
-            return self.model(**inputs).logits[:, -keep:]
+        inputs = left_padded([ids for _, _, ids, _ in batch], pad, self.model.device)
+        only = {"logits_to_keep": keep} if keeps_logits(self.model) else {}
+        return self.model(**inputs, **only).logits[:, -keep:]
 
 
 def _longest_first(ids: Sequence[Sequence[int]]) -> list[int]:

@@ -197,7 +197,7 @@ def decode_greedy(
     """
     waiting = deque(range(len(prompts)))
     batch: _Batch | None = None
-    keep_logits = {"logits_to_keep": 1} if _keeps_logits(model) else {}
+    keep_logits = {"logits_to_keep": 1} if keeps_logits(model) else {}
     while waiting or batch is not None:
         joining = _joining(slots - (len(batch.rows) if batch else 0), len(waiting), slots)
         if joining:
@@ -269,23 +269,25 @@ def _prefill(
     pad_id: int,
     keep_logits: dict[str, int],
 ) -> _Batch:
-    width = max(len(prompts[i]) for i in indices)
-    ids = [[pad_id] * (width - len(prompts[i])) + list(prompts[i]) for i in indices]
-    mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in indices]
-    device = model.device
-    ids_t = torch.tensor(ids, device=device)
-    mask_t = torch.tensor(mask, device=device)
+    inputs = left_padded([prompts[i] for i in indices], pad_id, model.device)
     cache = Cache(layer_class_to_replicate=_BufferLayer)
-    out = model(
-        input_ids=ids_t,
-        attention_mask=mask_t,
-        position_ids=(mask_t.cumsum(dim=1) - 1).clamp(min=0),
-        past_key_values=cache,
-        use_cache=True,
-        **keep_logits,
-    )
+    out = model(**inputs, past_key_values=cache, use_cache=True, **keep_logits)
     last = out.logits[:, -1].argmax(dim=-1, keepdim=True)
-    return _Batch(list(indices), [[t] for t in last[:, 0].tolist()], mask_t, cache, last)
+    mask = inputs["attention_mask"]
+    return _Batch(list(indices), [[t] for t in last[:, 0].tolist()], mask, cache, last)
+
+
+def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
+    """Model inputs for token sequences padded on the left, so every row ends at the last
+    position; position ids count real tokens only."""
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], device=device)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(dim=1) - 1).clamp(min=0),
+    }
 
 
 def _finish(batch: _Batch, finished: StopCheck) -> list[Finished]:
@@ -302,7 +304,7 @@ def _finish(batch: _Batch, finished: StopCheck) -> list[Finished]:
     return done
 
 
-def _keeps_logits(model: Any) -> bool:
-    """Whether the forward pass can compute logits for the last position only."""
+def keeps_logits(model: Any) -> bool:
+    """Whether the forward pass can compute logits for the last positions only."""
     supports = getattr(model, "_supports_logits_to_keep", None)
     return bool(supports and supports())
