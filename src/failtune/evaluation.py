@@ -32,6 +32,8 @@ from failtune.tasks import Problem, Task, TaskOptions, parse_categories, task_by
 from failtune.tasks.holdout import DEFAULT_FRACTION, describe, split_problems
 
 RESULTS = "results.jsonl"
+# Record keys a summary and the report break accuracy down by, when the task sets them (MATH).
+BREAKDOWN = ("subject", "level")
 RESULTS_SOURCE = "results.source.json"  # which model wrote results.jsonl, checked on resume
 # What resuming needs of every line of an earlier results.jsonl.
 RECORD_FIELDS = {"id": (str, "a string"), "correct": (bool, "true or false")}
@@ -143,6 +145,7 @@ def make_records(task: Task, pairs: Sequence[tuple[Problem, Completion]]) -> lis
             "reason": grade.reason,
             "finish_reason": completion.finish_reason,
             "completion_tokens": completion.completion_tokens,
+            **dict(problem.tags),
         }
         for (problem, completion), grade in zip(pairs, grades, strict=True)
     ]
@@ -295,7 +298,26 @@ def summarize(
                 Counter(reason_kind(r["reason"]) for r in rows if not r["correct"]).most_common()
             ),
         }
+        breakdown = breakdown_of(rows)
+        if breakdown:
+            summary[category]["breakdown"] = breakdown
     return summary
+
+
+def breakdown_of(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """n, correct and accuracy per value of each BREAKDOWN key the records carry."""
+    groups: dict[str, dict[str, list[bool]]] = {}
+    for r in records:
+        for key in BREAKDOWN:
+            if key in r:
+                groups.setdefault(key, {}).setdefault(str(r[key]), []).append(bool(r["correct"]))
+    return {
+        key: {
+            value: {"n": len(marks), "correct": sum(marks), "accuracy": sum(marks) / len(marks)}
+            for value, marks in sorted(values.items())
+        }
+        for key, values in groups.items()
+    }
 
 
 def reason_kind(reason: str) -> str:

@@ -260,9 +260,9 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
 class ExtractOptions(GenerationOptions):
     categories: str | None = option(
         None,
-        "comma-separated: math (GSM8K), code (HumanEval + MBPP), arith (generated word "
-        "problems), creativity or knowledge (MMLU), custom (--task-file); default math, or "
-        "those in --completions",
+        "comma-separated: math (GSM8K), competition_math (MATH), math500 (MATH-500), code "
+        "(HumanEval + MBPP), arith (generated word problems), creativity or knowledge (MMLU), "
+        "custom (--task-file); default math, or those in --completions",
     )
     split: str = option("train", "which split to run")
     completions: str | None = option(

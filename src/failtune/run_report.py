@@ -46,6 +46,7 @@ def build_report(
     doc = Document(source.title)
     _gates(doc, validation["gates"], source.vdir)
     _paired(doc, tables, reference=bool(validation.get("baseline")))
+    _breakdown(doc, base, cand)
     if validation.get("learning_rate_sweep"):
         _sweep(doc, validation["learning_rate_sweep"])
     if validation.get("judge"):
@@ -159,6 +160,38 @@ def _paired(doc: Document, tables: dict[str, Any], *, reference: bool) -> None:
     doc.image(
         "accuracy.png", "accuracy before and after, with 95% intervals", plots.accuracy_bars(tables)
     )
+
+
+def _breakdown(
+    doc: Document, base: dict[str, dict[str, Any]], cand: dict[str, dict[str, Any]]
+) -> None:
+    """The paired counts per subject and per level, for tasks whose records carry them (MATH)."""
+    from failtune.evaluation import BREAKDOWN
+
+    ids = [i for i in cand if i in base]
+    for key in BREAKDOWN:
+        groups: dict[tuple[str, str], list[str]] = {}
+        for i in ids:
+            if key in cand[i]:
+                groups.setdefault((cand[i]["task"], str(cand[i][key])), []).append(i)
+        if not groups:
+            continue
+        doc.heading(f"By {key}")
+        rows = []
+        for (task, value), group in sorted(groups.items()):
+            right = [(base[i]["correct"], cand[i]["correct"]) for i in group]
+            rows.append(
+                [
+                    task,
+                    value,
+                    str(len(group)),
+                    f"{sum(b for b, _ in right) / len(group):.1%}",
+                    f"{sum(c for _, c in right) / len(group):.1%}",
+                    str(sum(c and not b for b, c in right)),
+                    str(sum(b and not c for b, c in right)),
+                ]
+            )
+        doc.table(["task", key, "n", "base acc", "candidate acc", "wins", "losses"], rows)
 
 
 def _sweep(doc: Document, record: dict[str, Any]) -> None:

@@ -47,8 +47,11 @@ _FOLLOWUP_RE = re.compile(
 
 def cut_followup(text: str) -> str:
     """Drop a hallucinated next turn; a leading "Question:" restating the prompt is kept."""
-    first_content = len(text) - len(text.lstrip())
-    for match in _FOLLOWUP_RE.finditer(text):
-        if match.start() > first_content:
-            return text[: match.start()]
-    return text
+    start = followup_start(text, len(text) - len(text.lstrip()) + 1)
+    return text if start is None else text[:start]
+
+
+def followup_start(text: str, after: int = 0) -> int | None:
+    """Where the first hallucinated next turn starting at or after `after` begins, if any."""
+    match = _FOLLOWUP_RE.search(text, after)
+    return None if match is None else match.start()

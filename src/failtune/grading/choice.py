@@ -75,7 +75,7 @@ _LETTER_RE = re.compile(
     re.IGNORECASE,
 )
 _ALTERNATIVE_RE = re.compile(
-    r"\s*(?:\)|\.)?\s*(?:or|and|/|,|&|\+)\s*(?:(?:possibly|maybe|perhaps|also|even)\s+)?"
+    r"\s*(?:\)|\.)?\s*[(\[]?\s*(?:or|and|/|,|&|\+)\s*(?:(?:possibly|maybe|perhaps|also|even)\s+)?"
     r"(?:option\s+|choice\s+)?\(?([A-Z])\b(?![a-z'])"
 )
 # A reply that opens with its letter: "B", "(B)", "[B]", "B) Paris", "C. 42", "Option (C)".

@@ -110,9 +110,15 @@ class _Scaled(Fraction):
         return self
 
 
+# "18 \text{ or } 20": LaTeX words between numbers, read as the words.
+_TEXT_WORD_RE = re.compile(r"\\(?:text|mbox|textrm)\s*\{\s*(or|and)\s*\}")
+
+
 def normalise(text: str) -> str:
     """Rewrite notations that would otherwise split or hide a number."""
     text = text.translate(DASHES)
+    if "\\text" in text or "\\mbox" in text:
+        text = _TEXT_WORD_RE.sub(r" \1 ", text)
     if "{,}" in text:
         text = text.replace("{,}", ",")
     text = _THIN_THOUSANDS_RE.sub(",", text)

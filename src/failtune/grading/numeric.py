@@ -114,12 +114,23 @@ _EXPLANATION_RE = re.compile(
     re.IGNORECASE,
 )
 # A second, different number offered instead of the first ("12 or 13", "$18 or $26 a day").
+# "18 (or possibly 20)", "18 -- or 20", "18 (alternatively 20)"; and, after a comma, only a
+# conditional one ("18, or 20 if she keeps the eggs"): "$18 per day, or $126 per week" restates.
 _ALTERNATIVE_RE = re.compile(
-    r"[ \t]*%?[ \t]*(?:[^\W\d_]+[ \t]+){0,2}or[ \t]+(?:(?:maybe|possibly|perhaps)[ \t]+)?"
-    r"(?:\\?\$|[€£])?[ \t]*(?=[0-9.]|[a-z])",
+    r"[ \t]*%?[ \t]*(?:\(|--?|—|–)?[ \t]*(?:[^\W\d_]+[ \t]+){0,2}(?:or|alternatively)[ \t]+"
+    r"(?:(?:maybe|possibly|perhaps|even)[ \t]+)?(?:\\?\$|[€£])?[ \t]*(?=[0-9.]|[a-z])"
+    r"|[ \t]*,[ \t]*or[ \t]+(?:\\?\$|[€£])?[ \t]*(?=[0-9.][^\n.]{0,60}?\b(?:if|depending|assuming"
+    r"|in[ \t]+case)\b)",
     re.IGNORECASE,
 )
-_EITHER_RE = re.compile(r"\beither\b", re.IGNORECASE)
+# Between two boxed answers: words offering the second as an alternative to the first.
+_HEDGE_CUE_RE = re.compile(
+    r"\b(?:alternatively|otherwise|or|either|however,?[ \t]+if|depending|could[ \t]+also"
+    r"|might[ \t]+(?:also[ \t]+)?be|would[ \t]+be)\b",
+    re.IGNORECASE,
+)
+# Plain text between two boxes this short, without working, offers them side by side.
+_BOX_GAP_CHARS = 160
 _BETWEEN_RE = re.compile(r"\bbetween[ \t]+(?:\\?\$|[€£])?[ \t]*\Z", re.IGNORECASE)
 # In a sentence with digits, a spelled number counts only as a stated result ("which is
 # seven", "so three bolts in total", "she makes eighteen").
@@ -179,7 +190,8 @@ def _extract(text: object) -> tuple[Fraction | None, bool]:
     text = normalise(_as_text(text))
     text = cut_followup(text)
     markers = list(_MARKER_RE.finditer(text))[-_MAX_MARKERS:]
-    for marker in reversed(markers):
+    for index in range(len(markers) - 1, -1, -1):
+        marker = markers[index]
         segment, segment_end = _marker_segment(text, marker)
         reading = _read_segment(segment)
         if reading is None:
@@ -187,12 +199,50 @@ def _extract(text: object) -> tuple[Fraction | None, bool]:
         value, sentence_end = reading
         if _is_solution_label(text, marker, segment, sentence_end, segment_end):
             continue
+        if (
+            value is not None
+            and marker.group("boxed") is not None
+            and (_lists_numbers(segment) or _hedged_boxes(text, markers[:index], marker, value))
+        ):
+            return None, True  # two different boxed answers: no answer
         if value is not None:
             corrected = _correction_after(text, segment_end - len(segment) + sentence_end)
             if corrected is not None:
                 return corrected, False
         return value, True
     return _read_unmarked(text), False
+
+
+def _lists_numbers(body: str) -> bool:
+    """True for a box of several different numbers without working ("18, 20", "18 or 20")."""
+    if _CALC_RE.search(body):
+        return False
+    return len({value for _, _, value in iter_numbers(body)}) > 1
+
+
+def _hedged_boxes(
+    text: str, earlier: list[re.Match[str]], marker: re.Match[str], value: Fraction
+) -> bool:
+    """True when an earlier box offers a different number beside this one: nothing but a few
+    words between them ("\\boxed{18}\\n\\n\\boxed{20}", "$\\boxed{18}$ or $\\boxed{20}$"), or
+    words offering an alternative ("Alternatively, ... \\boxed{20}"). Working or a correction
+    ("Wait, ...") between them makes the later one the answer."""
+    end = marker.start()
+    for previous in reversed(earlier):
+        if previous.group("boxed") is None:
+            continue
+        segment, segment_end = _marker_segment(text, previous)
+        gap = text[segment_end + 1 : end]
+        if _CORRECTION_RE.search(gap):
+            return False
+        near = len(gap) <= _BOX_GAP_CHARS and not _CALC_RE.search(gap)
+        if not (near or (len(gap) <= 2 * _BOX_GAP_CHARS and _HEDGE_CUE_RE.search(gap))):
+            return False
+        reading = _read_segment(segment)
+        if reading is not None and reading[0] is not None and not same_number(reading[0], value):
+            return True
+        end = previous.start()
+    return False
 
 
 def _as_text(text: object) -> str:
@@ -352,10 +402,12 @@ def _read_unmarked(text: str) -> Fraction | None:
     tokens = sorted([*digits, *words])
     levels = restatement_levels(text, sentence_start, tokens)
     chosen = max(range(len(tokens)), key=lambda index: (-levels[index], index))
-    if chosen > 0 and _EITHER_RE.search(text, sentence_start, tokens[chosen - 1][0]):
+    if chosen > 0:
         previous = tokens[chosen - 1]
         if _has_alternative(text[: tokens[chosen][1]], previous[1], previous[2]):
-            return None
+            return None  # "she makes 18 or 20 dollars", "either $18 or $26"
+    if _has_alternative(text, tokens[chosen][1], tokens[chosen][2]):
+        return None  # "she makes 18 (or possibly 20) dollars"
     return tokens[chosen][2]
 
 

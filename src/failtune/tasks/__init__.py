@@ -8,6 +8,7 @@ from typing import Any
 from failtune.errors import FailtuneError
 from failtune.tasks.arith import Arith
 from failtune.tasks.base import Problem, Task
+from failtune.tasks.competition_math import HendrycksMath, Math500
 from failtune.tasks.custom import CustomTask
 from failtune.tasks.gsm8k import GSM8K
 from failtune.tasks.humaneval import HumanEval
@@ -20,6 +21,8 @@ TASKS: dict[str, type[Task]] = {
     "humaneval": HumanEval,
     "mbpp": MBPP,
     "mmlu": MMLU,
+    "hendrycks_math": HendrycksMath,
+    "math500": Math500,
     "custom": CustomTask,
 }
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -28,6 +31,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "code": ("humaneval", "mbpp"),
     "creativity": ("mmlu",),
     "knowledge": ("mmlu",),  # the seed plan's other name for MMLU
+    "competition_math": ("hendrycks_math",),  # MATH; `math` stays GSM8K, as in the seed plan
+    "math500": ("math500",),
     "custom": ("custom",),  # the user's --task-file
 }
 # Other names of a category; tables and records use the name it maps to.

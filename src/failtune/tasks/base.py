@@ -23,6 +23,9 @@ class Problem:
     prompt: str  # the user message exactly as posed; also the training instruction
     expected: str  # gold answer, as the dataset states it
     solution: str  # the dataset's own solution, cleaned, ending in the format `prompt` asks for
+    # What the dataset says about the problem beyond its text, kept on each graded record and
+    # broken down in summaries and reports (MATH: subject, level and the release's file path).
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class Task(ABC):
