@@ -59,6 +59,8 @@ _TEXT_WRAP_RE = re.compile(
 )
 # "40,\!000", "14{,}916": a thousands separator written with LaTeX spacing or braces.
 _LATEX_THOUSANDS_RE = re.compile(r"(?<=[0-9]),\s*\\!\s*(?=[0-9]{3})|(?<=[0-9])\{,\}(?=[0-9]{3})")
+_COLUMN_RE = re.compile(r"\\begin\{[pb]matrix\}([^&]*?)\\end\{[pb]matrix\}")
+_LEADING_DOT_RE = re.compile(r"(?<![0-9.])\.(?=[0-9])")  # ".0000672" -> "0.0000672"
 _THOUSANDS_RE = re.compile(r"(?<![0-9.])([0-9]{1,3}(?:,[0-9]{3})+)(?![0-9])(?!,[0-9])")
 # "either 18 or 20": "either" only announces the alternatives.
 _EITHER_RE = re.compile(r"^\s*either\b\s*", re.IGNORECASE)
@@ -127,7 +129,8 @@ def braced_end(text: str, open_at: int) -> int | None:
 
 def clean(answer: str) -> str:
     """The answer with its typesetting removed, spaces collapsed (see the module docstring)."""
-    text = _LATEX_THOUSANDS_RE.sub(",", answer.translate(_UNICODE))
+    text = _LATEX_THOUSANDS_RE.sub(",", _LEADING_DOT_RE.sub("0.", answer.translate(_UNICODE)))
+    text = _column_vectors(text)
     text = _MATH_MODE_RE.sub(" ", text)
     text = _SIZING_RE.sub("", text)
     text = _SPACING_RE.sub(lambda m: "" if m.group() == "\\!" else " ", text)
@@ -142,6 +145,14 @@ def clean(answer: str) -> str:
     text = _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), text)
     text = _EITHER_RE.sub("", text)
     return re.sub(r"\s+", " ", text).strip().strip(".,;:").strip()
+
+
+def _column_vectors(text: str) -> str:
+    """A column vector "\\begin{pmatrix} a \\\\ b \\end{pmatrix}" is the tuple "(a, b)", so it
+    equals the same vector written as a tuple; a matrix (with "&") stays as written."""
+    if "pmatrix" not in text:
+        return text
+    return _COLUMN_RE.sub(lambda m: "(" + ", ".join(re.split(r"\\\\", m.group(1))) + ")", text)
 
 
 def _explicit_products(text: str) -> str:
@@ -180,8 +191,16 @@ def split_values(answer: str) -> tuple[list[str], bool]:
     for part in _top_level_split(text):
         pieces = _WORD_SEPARATOR_RE.split(f" {part} ")
         alternatives = alternatives or bool(_OR_RE.search(f" {part} "))
-        values.extend(p.strip() for p in pieces if p.strip())
+        values.extend(v for p in pieces if p.strip() for v in _plus_minus(p.strip()))
     return [_EITHER_RE.sub("", v) for v in values if v], alternatives
+
+
+def _plus_minus(value: str) -> list[str]:
+    """ "1 \\pm \\sqrt{19}" is the two values "1 + \\sqrt{19}" and "1 - \\sqrt{19}"."""
+    if value.count("\\pm") != 1 or "\\pmod" in value:
+        return [value]
+    before, after = value.split("\\pm")
+    return [f"{before}+{after}".strip(), f"{before}-{after}".strip()]
 
 
 def _unwrap_set(text: str) -> str | None:

@@ -74,11 +74,21 @@ def _equivalent(answer: str, gold: list[str]) -> bool:
     if not values or not gold:
         return False
     if len(gold) == 1:
+        if len(values) > 1 and _tuple_size(gold[0]) == len(values):
+            return _same(f"({', '.join(values)})", gold[0])  # "p = 6, q = 31, r = -1"
         return all(_same(v, gold[0]) for v in values)
     if _verified(", ".join(gold), ", ".join(values)):
         return True
     values, gold = _distinct(values), _distinct(gold)
     return len(values) == len(gold) and all(any(_same(v, g) for g in gold) for v in values)
+
+
+def _tuple_size(value: str) -> int:
+    """How many entries an ordered tuple "(a, b, c)" has; 0 for anything else."""
+    if not (value.startswith("(") and value.endswith(")")):
+        return 0
+    inner, _ = split_values(value[1:-1])
+    return len(inner) if len(inner) > 1 else 0
 
 
 def _distinct(values: list[str]) -> list[str]:
@@ -95,6 +105,11 @@ def _same(value: str, gold: str) -> bool:
         return True
     if _WORDS_RE.fullmatch(value) or _WORDS_RE.fullmatch(gold):
         return value.casefold().split() == gold.casefold().split()  # text, never symbols
+    size = _tuple_size(gold)
+    if size and _tuple_size(value) == size:  # vectors and points, entry by entry
+        entries = zip(split_values(value[1:-1])[0], split_values(gold[1:-1])[0], strict=True)
+        if all(_same(v, g) for v, g in entries):
+            return True
     letter = as_choice_letter(gold)
     if letter is not None and re.fullmatch(r"\(\s*[A-Za-z]\s*\)|[A-Z]", gold.strip()):
         lead = _LEADING_CHOICE_RE.match(value)

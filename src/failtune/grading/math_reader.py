@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from failtune.grading import followup_start
+from failtune.grading.hedging import WORKING_RE, offered_beside
 from failtune.grading.latex import Box, boxes, clean
 
 # A reply this short, on one line and of a few words, is its own answer ("**Yes**", "12").
@@ -34,8 +35,6 @@ _SEGMENT_CHARS = 400
 _MAX_MARKERS = 256
 # Blank or markup-only lines skipped after a heading ("# Answer\n\n5").
 _NEXT_LINES = 3
-# Between two answers, this much plain text without working is "no working" (a rival).
-_RIVAL_GAP_CHARS = 160
 
 _MARKER_RE = re.compile(
     r"^[ \t>]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*(?:final[ \t]+)?answer[ \t]*(?:\*\*|__)?"
@@ -53,6 +52,10 @@ _CHECKING_RE = re.compile(
     r"|that)[ \t]+)?(?:final[ \t]+)?\W*$",
     re.IGNORECASE,
 )
+# Right before a box: it names a value the solution rejects.
+_REJECTED_RE = re.compile(
+    r"\b(?:not|rather[ \t]+than|instead[ \t]+of)[ \t]*(?:\$|\\\()?[ \t]*$", re.IGNORECASE
+)
 _NOTE_RE = re.compile(r"^[ \t>*_]*notes?\b[ \t*_]*:", re.IGNORECASE | re.MULTILINE)
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 # Prose a marker can be followed by that is not an answer.
@@ -67,7 +70,21 @@ _NEGATION_RE = re.compile(
     r"\b(?:not|no|never|cannot|can't|isn't|aren't|doesn't|don't|neither|nor|impossible)\b",
     re.IGNORECASE,
 )
-_MATH_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_MATH_RE = re.compile(
+    r"\$\$(.+?)\$\$|(?<!\\)\$((?:\\.|[^$\\])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL
+)
+# Sign-offs after a solution ("I hope this helps! If you have 2 more questions, ask.").
+_SIGN_OFF_RE = re.compile(
+    r"\b(?:i[ \t]+hope[ \t]+(?:this|that|it)[ \t]+helps|hope[ \t]+(?:this|that)[ \t]+helps"
+    r"|let[ \t]+me[ \t]+know|feel[ \t]+free|if[ \t]+you[ \t]+have\b[^.!?]*\bquestions?"
+    r"|good[ \t]+luck)",
+    re.IGNORECASE,
+)
+# A last sentence that names a text answer: "... is Evelyn.", "the graph is an ellipse."
+_TEXT_STATED_RE = re.compile(
+    r"\b(?:is|are)[ \t]+(?:an?[ \t]+|the[ \t]+)?([A-Za-z][A-Za-z \t]{0,30}?)[ \t]*[.!]?\s*$",
+    re.IGNORECASE,
+)
 _PROSE_WORD_RE = re.compile(r"\b[A-Za-z]{3,}\b")
 _HAS_VALUE_RE = re.compile(r"[0-9]|\\[A-Za-z]|\$")
 # Where a stated answer ends: a sentence end outside math, or a clause that explains it.
@@ -83,21 +100,6 @@ _STATES_RE = re.compile(r"=|\b(?:is|are|equals|be|gives|get|obtain|becomes)\b", 
 _JOIN_TEXT_RE = re.compile(r"\\(?:text|mbox|textrm)\s*\{|\\(?:q?quad)\b|\\\\|&|[{}$]|\\[()\[\],;]")
 _ASSIGNED_RE = re.compile(r"(?:\\?[A-Za-z]+(?:_\{?\w+\}?)?|\([A-Za-z, ]+\))\s*=")
 _JOIN_RE = re.compile(r"^[\s,;.:]*(?:(?:and|or|either)\b[\s,;.:]*)*$", re.IGNORECASE)
-_CORRECTION_RE = re.compile(
-    r"\b(?:wait|actually|mistake|error|incorrect|wrong|oops|correction|re-?check\w*|re-?evaluat\w*"
-    r"|reconsider\w*|on[ \t]+second[ \t]+thought|scratch[ \t]+that|let[ \t]+me[ \t]+(?:re-?)?"
-    r"(?:verify|correct|fix))\b",
-    re.IGNORECASE,
-)
-_HEDGE_RE = re.compile(
-    r"\b(?:alternatively|otherwise|either|or[ \t]+(?:possibly|maybe|perhaps|if)|another[ \t]+"
-    r"(?:possible[ \t]+)?(?:answer|interpretation|reading|possibility)|could[ \t]+also"
-    r"|might[ \t]+(?:also[ \t]+)?be|also[ \t]+(?:possible|acceptable|accepted|valid|correct)"
-    r"|depending|would[ \t]+(?:instead[ \t]+)?be|however,?[ \t]+if)\b",
-    re.IGNORECASE,
-)
-# Working between two answers: a calculation ("= 18", "3 \times 6").
-_WORKING_RE = re.compile(r"[0-9][^\n]{0,40}?(?:=|\\times|\\cdot|[-+*/])[^\n]{0,40}?[0-9]|=")
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,13 @@ def _candidates(text: str) -> list[_Candidate]:
     ("Final Answer: The final answer is $5$") yields to it; so does "... is our answer" right
     after a box. An answer of plain words counts only in a solution without boxes ("The final
     answer is positive, because..." after a box is a remark); a box holding nothing
-    (``\\boxed{\\phantom{2}}`` used as notation) is no answer."""
-    found = [_Candidate(b.start, b.end, b.body, b) for b in boxes(text) if clean(b.body)]
+    (``\\boxed{\\phantom{2}}`` used as notation) is no answer, nor is a box rejected
+    ("..., not $\\boxed{-60}$")."""
+    found = [
+        _Candidate(b.start, b.end, b.body, b)
+        for b in boxes(text)
+        if clean(b.body) and not _REJECTED_RE.search(text, max(0, b.start - 24), b.start)
+    ]
     box_spans = [(c.start, c.end) for c in found]
     markers = [m for m in list(_MARKER_RE.finditer(text))[-_MAX_MARKERS:] if not _checking(text, m)]
     starts = [m.start() for m in markers] + [start for start, _ in box_spans]
@@ -187,7 +194,7 @@ def _before_note(text: str, candidates: list[_Candidate]) -> list[_Candidate]:
     accepted"); a note followed by more working is part of the solution."""
     for note in _NOTE_RE.finditer(text):
         before = [c for c in candidates if c.end <= note.start()]
-        if before and not _WORKING_RE.search(text, note.end()):
+        if before and not WORKING_RE.search(text, note.end()):
             return before
     return candidates
 
@@ -299,18 +306,9 @@ def _joined(between: str) -> str | None:
 
 def _rivals(text: str, candidates: list[_Candidate], final: _Candidate) -> list[_Candidate]:
     """Earlier answers offered beside the final one (step 3 of the docstring)."""
-    rivals: list[_Candidate] = []
-    end = final.start
-    for previous in reversed([c for c in candidates if c.end <= final.start]):
-        gap = text[previous.end : end]
-        if _CORRECTION_RE.search(gap):
-            break
-        no_working = len(gap) <= _RIVAL_GAP_CHARS and not _WORKING_RE.search(gap)
-        if not (no_working or (len(gap) <= 2 * _RIVAL_GAP_CHARS and _HEDGE_RE.search(gap))):
-            break
-        rivals.append(previous)
-        end = previous.start
-    return rivals
+    earlier = [c for c in candidates if c.end <= final.start]
+    found = offered_beside(text, [(c.start, c.end) for c in earlier], final.start)
+    return [earlier[i] for i in found]
 
 
 def _unmarked(text: str) -> str | None:
@@ -322,8 +320,12 @@ def _unmarked(text: str) -> str | None:
     if short and len(_outside_math(stripped).split()) <= _SHORT_REPLY_WORDS:
         answer = stripped.rstrip(".").strip()
         return None if _NEGATION_RE.search(_outside_math(answer)) else answer
-    paragraphs = [p for p in re.split(r"\n[ \t]*\n", stripped) if p.strip()]
-    for sentence in reversed(_sentences(paragraphs[-1])):
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", _without_sign_off(stripped)) if p.strip()]
+    sentences = _sentences(paragraphs[-1])
+    named = _TEXT_STATED_RE.search(sentences[-1]) if sentences else None
+    if named and not _NEGATION_RE.search(sentences[-1]):
+        return named.group(1)  # "So the fastest student is Evelyn.", "... is an ellipse."
+    for sentence in reversed(sentences):
         if not _HAS_VALUE_RE.search(sentence):
             continue
         bare = _outside_math(sentence)
@@ -331,6 +333,16 @@ def _unmarked(text: str) -> str | None:
             return None
         return _sentence_value(sentence)
     return None
+
+
+def _without_sign_off(text: str) -> str:
+    """The text before a sign-off in its last paragraph, when a value comes before it."""
+    match = _SIGN_OFF_RE.search(text, text.rfind("\n\n") + 1)
+    if match is None:
+        return text
+    start = max(text.rfind(". ", 0, match.start()), text.rfind("! ", 0, match.start()))
+    head = text[: max(start + 1, text.rfind("\n", 0, match.start()) + 1)]
+    return head if _HAS_VALUE_RE.search(head) else text
 
 
 def _sentences(paragraph: str) -> list[str]:

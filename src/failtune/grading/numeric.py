@@ -20,8 +20,8 @@ The reader works the way a careful human marker would:
    you have 2 more questions") and read the last sentence that holds a number: its last number,
    skipping numbers that only restate the question ("... $36 in 4 weeks", "... 45 miles at the
    end of those 4 hours", "(40 - 4)", "160 minutes, or 2 hours and 40 minutes").
-5. Two different answers offered as alternatives ("either 12 or 13", "between 40 and 50") are
-   ambiguous: no answer.
+5. Two different answers offered as alternatives are a hedge, never an answer ("either 12 or
+   13", "18 (or possibly 20)", "between 40 and 50", two boxes: failtune.grading.hedging).
 
 Numbers are compared exactly as :class:`fractions.Fraction` values (``2.5 == 5/2 == 2.50``), with
 a 1e-6 relative tolerance as a backstop when a side is not an integer. "1.45 million" and
@@ -38,6 +38,7 @@ import re
 from fractions import Fraction
 
 from failtune.grading import Grade, cut_followup, truncated
+from failtune.grading.hedging import offered_beside
 from failtune.grading.numbers import (
     DASHES,
     NUM_RE,
@@ -113,9 +114,8 @@ _EXPLANATION_RE = re.compile(
     r"here'?s[ \t]+how|how[ \t]+i[ \t]+got)\b",
     re.IGNORECASE,
 )
-# A second, different number offered instead of the first ("12 or 13", "$18 or $26 a day").
-# "18 (or possibly 20)", "18 -- or 20", "18 (alternatively 20)"; and, after a comma, only a
-# conditional one ("18, or 20 if she keeps the eggs"): "$18 per day, or $126 per week" restates.
+# A second, different number offered instead of the first ("12 or 13", "18 (or possibly 20)");
+# after a comma only a conditional one ("18, or 20 if..."; "$18 a day, or $126 a week" restates).
 _ALTERNATIVE_RE = re.compile(
     r"[ \t]*%?[ \t]*(?:\(|--?|—|–)?[ \t]*(?:[^\W\d_]+[ \t]+){0,2}(?:or|alternatively)[ \t]+"
     r"(?:(?:maybe|possibly|perhaps|even)[ \t]+)?(?:\\?\$|[€£])?[ \t]*(?=[0-9.]|[a-z])"
@@ -123,14 +123,6 @@ _ALTERNATIVE_RE = re.compile(
     r"|in[ \t]+case)\b)",
     re.IGNORECASE,
 )
-# Between two boxed answers: words offering the second as an alternative to the first.
-_HEDGE_CUE_RE = re.compile(
-    r"\b(?:alternatively|otherwise|or|either|however,?[ \t]+if|depending|could[ \t]+also"
-    r"|might[ \t]+(?:also[ \t]+)?be|would[ \t]+be)\b",
-    re.IGNORECASE,
-)
-# Plain text between two boxes this short, without working, offers them side by side.
-_BOX_GAP_CHARS = 160
 _BETWEEN_RE = re.compile(r"\bbetween[ \t]+(?:\\?\$|[€£])?[ \t]*\Z", re.IGNORECASE)
 # In a sentence with digits, a spelled number counts only as a stated result ("which is
 # seven", "so three bolts in total", "she makes eighteen").
@@ -199,11 +191,7 @@ def _extract(text: object) -> tuple[Fraction | None, bool]:
         value, sentence_end = reading
         if _is_solution_label(text, marker, segment, sentence_end, segment_end):
             continue
-        if (
-            value is not None
-            and marker.group("boxed") is not None
-            and (_lists_numbers(segment) or _hedged_boxes(text, markers[:index], marker, value))
-        ):
+        if value is not None and _hedged_box(text, markers[:index], marker, segment, value):
             return None, True  # two different boxed answers: no answer
         if value is not None:
             corrected = _correction_after(text, segment_end - len(segment) + sentence_end)
@@ -213,35 +201,21 @@ def _extract(text: object) -> tuple[Fraction | None, bool]:
     return _read_unmarked(text), False
 
 
-def _lists_numbers(body: str) -> bool:
-    """True for a box of several different numbers without working ("18, 20", "18 or 20")."""
-    if _CALC_RE.search(body):
-        return False
-    return len({value for _, _, value in iter_numbers(body)}) > 1
-
-
-def _hedged_boxes(
-    text: str, earlier: list[re.Match[str]], marker: re.Match[str], value: Fraction
+def _hedged_box(
+    text: str, earlier: list[re.Match[str]], marker: re.Match[str], body: str, value: Fraction
 ) -> bool:
-    """True when an earlier box offers a different number beside this one: nothing but a few
-    words between them ("\\boxed{18}\\n\\n\\boxed{20}", "$\\boxed{18}$ or $\\boxed{20}$"), or
-    words offering an alternative ("Alternatively, ... \\boxed{20}"). Working or a correction
-    ("Wait, ...") between them makes the later one the answer."""
-    end = marker.start()
-    for previous in reversed(earlier):
-        if previous.group("boxed") is None:
-            continue
-        segment, segment_end = _marker_segment(text, previous)
-        gap = text[segment_end + 1 : end]
-        if _CORRECTION_RE.search(gap):
-            return False
-        near = len(gap) <= _BOX_GAP_CHARS and not _CALC_RE.search(gap)
-        if not (near or (len(gap) <= 2 * _BOX_GAP_CHARS and _HEDGE_CUE_RE.search(gap))):
-            return False
-        reading = _read_segment(segment)
+    """True when a box holds several different numbers without working ("\\boxed{18, 20}"), or
+    an earlier box offers a different number beside it (failtune.grading.hedging)."""
+    if marker.group("boxed") is None:
+        return False
+    if not _CALC_RE.search(body) and len({v for _, _, v in iter_numbers(body)}) > 1:
+        return True
+    boxes = [(m.start(), *_marker_segment(text, m)) for m in earlier if m.group("boxed")]
+    spans = [(start, end + 1) for start, _, end in boxes]
+    for index in offered_beside(text, spans, marker.start()):
+        reading = _read_segment(boxes[index][1])
         if reading is not None and reading[0] is not None and not same_number(reading[0], value):
             return True
-        end = previous.start()
     return False
 
 
