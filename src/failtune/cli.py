@@ -141,7 +141,7 @@ def _validate(sub: Any) -> None:
         "validate",
         "paired comparison of base and candidate, with gates",
         "Grade base and candidate on the same held-out problems: wins, ties, losses, "
-        "accuracies, exact McNemar p and a bootstrap 95%% CI of the accuracy change. Writes "
+        "accuracies, exact McNemar p and a bootstrap 95% CI of the accuracy change. Writes "
         "validation.json; exit code 1 if any --gate fails.",
     )
     _flag(p, "base", help="base model (as for extract)")

@@ -223,7 +223,9 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
     )
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 …", run=False)
     seed: int = option(0, "seed for generated tasks and resampling", run=False)
-    resume: bool = option(True, "skip problems already graded; --no-resume starts over", run=False)
+    resume: bool = option(
+        True, "skip problems already graded; --no-resume grades every problem again", run=False
+    )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
         """Constructor arguments per task, from the flags; `given` ones take precedence."""
@@ -324,6 +326,17 @@ class ValidateOptions(GenerationOptions):
     )
     judge_model: str | None = option(
         None, "the judge's model name; each pair is asked twice, swapped", run=False
+    )
+    judge_max_concurrency: int = option(
+        8, "judge requests in flight at once (pairs judged in parallel)", low=1, run=False
+    )
+    judge_format: str = option(
+        "auto",
+        "how the judge's verdict is constrained: auto (a JSON schema, or plain text read as a "
+        "person reads it if the server refuses one), json, choice (a choice list, as vLLM's "
+        "structured outputs take it) or text",
+        choices=("auto", "json", "choice", "text"),
+        run=False,
     )
     allow_train_split: bool = option(
         False, "allow validating on the train split (measures memorisation)", run=False
@@ -443,7 +456,9 @@ class TrainOptions:
     merge: bool = option(False, "also save base+adapter merged into <output_dir>/merged", run=False)
     seed: int = option(0, "training seed", run=False)
     resume: bool = option(
-        True, "resume from <output_dir>/checkpoints; --no-resume ignores them", run=False
+        True,
+        "resume from <output_dir>/checkpoints; --no-resume starts training from scratch",
+        run=False,
     )
 
 

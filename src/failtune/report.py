@@ -120,8 +120,8 @@ def print_validation(result: ValidationResult) -> None:
         j = result.judge
         out.print(
             f"judge {j['judge_model']}: candidate wins {j['wins']}, ties {j['ties']} "
-            f"({j['inconsistent']} inconsistent under the swap), losses {j['losses']} of {j['n']}; "
-            f"sign test p {j['sign_test_p']:.2g}"
+            f"({j['inconsistent']} inconsistent under the swap), losses {j['losses']}, "
+            f"unreadable {j.get('unreadable', 0)} of {j['n']}; sign test p {j['sign_test_p']:.2g}"
         )
     for g in result.gates:
         mark = "[green]PASS[/green]" if g["passed"] else "[red]FAIL[/red]"

@@ -229,16 +229,18 @@ def _judge(doc: Document, judged: dict[str, Any]) -> None:
     doc.heading(f"Judge: {judged['judge_model']}")
     doc.para(
         "Each pair was judged twice with the answers swapped; a verdict that flips with the "
-        "order counts as a tie."
+        "order counts as a tie. A reply the judge did not make readable after one reminder is "
+        "counted as unreadable, apart from the ties."
     )
     doc.table(
-        ["n", "candidate wins", "ties (inconsistent)", "losses", "sign test p"],
+        ["n", "candidate wins", "ties (inconsistent)", "losses", "unreadable", "sign test p"],
         [
             [
                 str(judged["n"]),
                 f"{judged['wins']} ({judged['win_rate']:.0%})",
                 f"{judged['ties']} ({judged['inconsistent']})",
                 f"{judged['losses']} ({judged['loss_rate']:.0%})",
+                str(judged.get("unreadable", 0)),
                 f"{judged['sign_test_p']:.2g}",
             ]
         ],

@@ -151,9 +151,7 @@ def validate(
     mark_forgetting(tables, trained.categories)
     judged = None
     if o.judge_url and o.judge_model:
-        judged = _judge(
-            o.judge_url, o.judge_model, sides["base"], sides["candidate"], out, show_progress
-        )
+        judged = _judge(o, sides["base"], sides["candidate"], out, show_progress)
     gate_results = check_gates(parsed_gates, {**tables, **({"judge": judged} if judged else {})})
     unpaired = len(set(sides["base"]) ^ set(sides["candidate"]))
     _write_validation(out, tables, gate_results, unpaired, trained, overlap, o.against, judged)
@@ -314,8 +312,7 @@ def _check_overlap(
 
 
 def _judge(
-    url: str,
-    model: str,
+    o: ValidateOptions,
     base: Mapping[str, dict[str, Any]],
     candidate: Mapping[str, dict[str, Any]],
     out: Path,
@@ -323,12 +320,18 @@ def _judge(
 ) -> dict[str, Any]:
     from failtune.judge import Judge, Pair, judge_pairs
 
+    judge = Judge(
+        str(o.judge_url),
+        str(o.judge_model),
+        max_concurrency=o.judge_max_concurrency,
+        verdict_format=o.judge_format,
+    )
     pairs = [
         Pair(i, candidate[i]["prompt"], candidate[i]["completion"], base[i]["completion"])
         for i in candidate
         if i in base
     ]
-    return judge_pairs(Judge(url, model), pairs, out, show_progress=show_progress)
+    return judge_pairs(judge, pairs, out, show_progress=show_progress)
 
 
 def _describe(model: str | Backend | None, completions: str | Path | None) -> str | None:
