@@ -224,7 +224,10 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
     device: str = option("auto", "auto (CUDA when present), cpu, cuda, cuda:1 …", run=False)
     seed: int = option(0, "seed for generated tasks and resampling", run=False)
     resume: bool = option(
-        True, "skip problems already graded; --no-resume grades every problem again", run=False
+        True,
+        "--no-resume grades every problem again (the previous results.jsonl is kept as a "
+        "backup); by default problems already graded are skipped",
+        run=False,
     )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
@@ -457,7 +460,8 @@ class TrainOptions:
     seed: int = option(0, "training seed", run=False)
     resume: bool = option(
         True,
-        "resume from <output_dir>/checkpoints; --no-resume starts training from scratch",
+        "--no-resume starts training from scratch; by default training resumes from the last "
+        "complete checkpoint in <output_dir>/checkpoints",
         run=False,
     )
 
