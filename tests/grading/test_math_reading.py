@@ -6,6 +6,8 @@ Every case names the rule it checks; each one was graded wrongly by the grader t
 
 from __future__ import annotations
 
+import random
+import time
 from typing import NamedTuple
 
 import pytest
@@ -364,3 +366,54 @@ def test_a_heading_answer_counts_before_the_cut() -> None:
     text = "So the sum is $12$.\n\n# Answer\n\n12\n\nLet me double-check: $5 + 7$"
     assert grade_math(text, "12", TRUNCATED).correct
     assert grade_math("So far the sum is $12$ and then", "12", TRUNCATED).reason == "truncated"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("\\boxed{" * 14_000, id="unclosed-boxes"),
+        pytest.param("\\boxed{1} or " * 8_000, id="joined-boxes"),
+        pytest.param("\\[" * 50_000, id="unclosed-display-math"),
+        pytest.param("\\(" * 50_000, id="unclosed-inline-math"),
+        pytest.param("$a" * 50_000, id="dollars"),
+        pytest.param("the answer is " * 8_000, id="marker-soup"),
+        pytest.param("\\text{" * 30_000, id="unclosed-text"),
+        pytest.param("Note: $\\boxed{1}$\n" * 5_000, id="notes"),
+        pytest.param("We get $x = 1$. " * 6_000, id="sentences"),
+    ],
+)
+def test_large_adversarial_input_is_fast(text: str) -> None:
+    """100 KB of pathological text is read from its end, with every scan bounded."""
+    grade_math("$\\boxed{1}$", "1")  # math-verify's first import is not the grader's time
+    start = time.perf_counter()
+    grade_math(text, "1", "stop")
+    assert time.perf_counter() - start < 2.0
+
+
+def test_random_garbage_never_raises() -> None:
+    rng = random.Random(20240602)
+    alphabet = "0123456789,./-+=^_{}()[]$\\%*#: \n\tabxiboxedfractextleftright\u00a0\u2009"
+    tokens = [
+        "\\boxed{",
+        "}",
+        "$",
+        "\\frac",
+        "{1}",
+        "# Answer\n",
+        "**Answer:**",
+        " or ",
+        "\\pm",
+        "The answer is",
+        "<think>",
+        "</think>",
+        "\\text{",
+        "Note:",
+        "\\begin{pmatrix}",
+    ]
+    for _ in range(400):
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 300)))
+        else:
+            text = "".join(rng.choice(tokens) for _ in range(rng.randrange(0, 40)))
+        grade = grade_math(text, rng.choice(["1", "\\frac{1}{2}", "2, 3", "\\text{east}"]))
+        assert grade.reason in {"correct", "wrong_answer", "no_answer", "ambiguous"}

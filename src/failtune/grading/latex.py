@@ -18,6 +18,7 @@ from dataclasses import dataclass
 _MAX_BOX_CHARS = 1000
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
+_BRACE_RE = re.compile(r"\\.|[{}]")  # a brace, or an escaped character (\{ is text)
 _UNICODE = str.maketrans(
     {
         **dict.fromkeys("\u00a0\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f", " "),
@@ -110,20 +111,14 @@ def boxes(text: str) -> list[Box]:
 def braced_end(text: str, open_at: int) -> int | None:
     """Index of the brace closing the one at `open_at` (escaped braces count as text)."""
     depth = 0
-    limit = min(len(text), open_at + _MAX_BOX_CHARS)
-    index = open_at
-    while index < limit:
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == "{":
+    for brace in _BRACE_RE.finditer(text, open_at, min(len(text), open_at + _MAX_BOX_CHARS)):
+        token = brace.group()
+        if token == "{":
             depth += 1
-        elif char == "}":
+        elif token == "}":
             depth -= 1
             if depth == 0:
-                return index
-        index += 1
+                return brace.start()
     return None
 
 

@@ -25,6 +25,7 @@ MATH_FORMAT = "Solve the problem step by step, then give your final answer as \\
 # math-verify bounds each parse and comparison with signal.alarm, which only the main thread
 # may use; elsewhere (reward functions in worker threads) it runs unbounded.
 _TIMEOUT_SECONDS = 5
+_MAX_VERIFIED_CHARS = 400
 # "(C) 12": a choice letter followed by its value, as AMC answers are written.
 _LEADING_CHOICE_RE = re.compile(r"\(\s*([A-Ea-e])\s*\)\s")
 _WORDS_RE = re.compile(r"[A-Za-z]{2,}(?:\s+[A-Za-z]+)*")
@@ -120,6 +121,8 @@ def _same(value: str, gold: str) -> bool:
 def _verified(gold: str, value: str) -> bool:
     from math_verify import verify
 
+    if max(len(gold), len(value)) > _MAX_VERIFIED_CHARS:
+        return False  # no final answer is this long; sympy could take seconds on it
     parsed_gold, parsed_value = _parsed(gold), _parsed(value)
     if not parsed_gold or not parsed_value:
         return False

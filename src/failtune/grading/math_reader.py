@@ -30,6 +30,8 @@ from failtune.grading.latex import Box, boxes, clean
 # A reply this short, on one line and of a few words, is its own answer ("**Yes**", "12").
 _SHORT_REPLY_CHARS = 80
 _SHORT_REPLY_WORDS = 3
+# How much of a reply's end is read: a final answer, its rivals and its working fit in it.
+_TAIL_CHARS = 16_000
 # How far after a marker its answer may run (a line); markers tried, from the last one back.
 _SEGMENT_CHARS = 400
 _MAX_MARKERS = 256
@@ -71,7 +73,9 @@ _NEGATION_RE = re.compile(
     re.IGNORECASE,
 )
 _MATH_RE = re.compile(
-    r"\$\$(.+?)\$\$|(?<!\\)\$((?:\\.|[^$\\])+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL
+    r"\$\$(.{1,2000}?)\$\$|(?<!\\)\$((?:\\.|[^$\\]){1,2000}?)\$|\\\((.{1,2000}?)\\\)"
+    r"|\\\[(.{1,2000}?)\\\]",
+    re.DOTALL,
 )
 # Sign-offs after a solution ("I hope this helps! If you have 2 more questions, ask.").
 _SIGN_OFF_RE = re.compile(
@@ -126,6 +130,7 @@ def read_answer(completion: str) -> Reading | None:
     text = _final_part(str(completion))
     if text is None:
         return None
+    text = text[-_TAIL_CHARS:]  # the final answer is at the end; no scan grows with the text
     candidates = _before_note(text, _before_followup(text, _candidates(text)))
     if not candidates:
         text = text[: followup_start(text, len(text) - len(text.lstrip()) + 1)]
