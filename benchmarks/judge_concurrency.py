@@ -20,13 +20,15 @@ import multiprocessing
 import os
 import platform
 import socket
+import sys
 import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "judge_concurrency.json"
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))  # the tests' stub server
 FORMS = {
     "A": ["**A**", "Answer: A", "The better answer is A.", "A. It is correct and well argued."],
     "B": ["B", "Verdict: B", "The better answer is B.", "Answer B is better: it adds up."],
@@ -36,8 +38,9 @@ FORMS = {
 
 def serve(port: int, latency: float, golds: dict[str, str]) -> None:
     """The stub judge: every chat completion answers after `latency` seconds."""
+    from servers import StubHandler, chat_answer
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StubHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             time.sleep(latency)
@@ -48,25 +51,7 @@ def serve(port: int, latency: float, golds: dict[str, str]) -> None:
             right = [a.endswith(f"The answer is {golds[problem]}.") for a in (first, second)]
             letter = "T" if right[0] == right[1] else "A" if right[0] else "B"
             forms = FORMS[letter]
-            content = forms[(len(problem) + len(first)) % len(forms)]
-            message = {"role": "assistant", "content": content}
-            reply = {
-                "id": "x",
-                "object": "chat.completion",
-                "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-            data = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
+            self.reply(200, chat_answer(forms[(len(problem) + len(first)) % len(forms)], "stop", 1))
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
