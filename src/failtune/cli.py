@@ -321,7 +321,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from failtune.pipeline.demo import demo
+    from failtune.demo import demo
 
     names = ("train_problems", "test_problems", "num_train_epochs", "learning_rate")
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}

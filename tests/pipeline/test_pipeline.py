@@ -15,7 +15,7 @@ from failtune.backends import GenParams
 from failtune.cli import main
 from failtune.errors import FailtuneError
 from failtune.pipeline.config import load_config, parse_override, resolve_config
-from failtune.pipeline.demo import demo_config
+from failtune.demo import demo_config
 from failtune.pipeline.runner import STATE
 from failtune.tasks.arith import Arith
 from failtune.training.sft import last_complete_checkpoint, train

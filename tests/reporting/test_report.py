@@ -13,7 +13,7 @@ import pytest
 from helpers import gsm8k_answers
 
 from failtune.cli import main
-from failtune.reporting.cost import summarize_cost
+from failtune.pipeline.cost import summarize_cost
 
 CHROMIUM_FLAGS = [
     "--headless",

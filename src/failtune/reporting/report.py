@@ -14,7 +14,7 @@ from typing import Any
 from failtune.errors import FailtuneError
 from failtune.files import read_json
 from failtune.reporting import plots
-from failtune.reporting.cost import summarize_cost
+from failtune.pipeline.cost import summarize_cost
 from failtune.reporting.document import Document
 
 _EXAMPLES = 3  # fixed and broken problems shown
