@@ -234,7 +234,9 @@ def _run_extract(args: argparse.Namespace) -> int:
         if opts.backend != "openai":
             problems += checks.model_problems(args.model_path, "--model-path")
     _checked(problems)
-    print_extract(extract(args.model_path, args.output_dir, opts, show_progress=args.progress))
+    print_extract(
+        extract(args.model_path, args.output_dir, options=opts, show_progress=args.progress)
+    )
     return 0
 
 
@@ -249,7 +251,11 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     _checked(problems)
     result = train(
-        args.model_name, args.dataset_path, args.output_dir, opts, show_progress=args.progress
+        args.model_name,
+        args.dataset_path,
+        args.output_dir,
+        options=opts,
+        show_progress=args.progress,
     )
     print_train(result)
     return 0
@@ -274,36 +280,50 @@ def _run_validate(args: argparse.Namespace) -> int:
         problems += checks.model_problems(args.base, "--base")
         problems += checks.model_problems(args.candidate, "--candidate", args.base)
     _checked(problems)
-    result = validate(args.base, args.candidate, opts, show_progress=args.progress)
+    result = validate(args.base, args.candidate, options=opts, show_progress=args.progress)
     print_validation(result)
     return 0 if result.passed else 1
 
 
-def _run_run(args: argparse.Namespace) -> int:
+def given_flags(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The config keys of the flags of `cls` the user gave (a flag left unset overrides nothing)."""
+    return {
+        f"{prefix}{f.name}": getattr(args, f.name)
+        for f in fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def run_config(args: argparse.Namespace) -> Any:
+    """The run config: defaults < the config file < --set < the flags given."""
     from failtune.pipeline.config import load_config, parse_override, resolve_config
-    from failtune.pipeline.runner import run_pipeline
-    from failtune.reporting import terminal as report
 
     overrides = dict(parse_override(text) for text in args.set)
-    overrides |= {f.name: getattr(args, f.name) for f in fields(RunOptions)}
-    overrides |= {f"cost.{f.name}": getattr(args, f.name) for f in fields(CostOptions)}
-    config = resolve_config(load_config(args.config), overrides)
+    overrides |= given_flags(args, RunOptions) | given_flags(args, CostOptions, "cost.")
+    return resolve_config(load_config(args.config), overrides)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from failtune.pipeline.runner import run_pipeline
+    from failtune.reporting import terminal
+    from failtune.reporting.report import write_report
+
+    config = run_config(args)
     if args.estimate:
         from failtune.pipeline.estimate import estimate_run, format_estimate
 
-        estimate = estimate_run(config, gpu_hourly_usd=config["cost"]["gpu_hourly_usd"])
-        print(format_estimate(estimate))
+        print(format_estimate(estimate_run(config, gpu_hourly_usd=config.cost.gpu_hourly_usd)))
         return 0
     result = run_pipeline(config, show_progress=args.progress)
-    report.print_run_validation(result)
-    report.print_run(result)
-    paths = report.write_report(result.output_dir)
+    terminal.print_run_validation(result)
+    terminal.print_run(result)
+    paths = write_report(result.output_dir)
     print(f"report: {', '.join(str(p) for p in paths)}")
     return 0 if result.passed else 1
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from failtune.reporting.terminal import write_report
+    from failtune.reporting.report import write_report
 
     costs = from_args(CostOptions, args)
     _checked(value_problems(costs))

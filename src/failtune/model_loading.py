@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from failtune.console import note
 from failtune.errors import FailtuneError
-from failtune.files import read_json
+from failtune.files import read_json, writing_into
 
 BUILTIN_SMOLLM2 = "builtin:smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -196,8 +197,6 @@ def gguf_as_folder(ref: ModelRef) -> Path:
     target = cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
     if (target / "config.json").is_file():
         return target
-    from failtune.console import note
-
     note(f"converting {gguf.name} to a safetensors folder for this engine (once): {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     base = ModelRef(ref.path, ref.gguf_file)
@@ -227,9 +226,6 @@ def merged_folder(ref: ModelRef) -> Path:
     target = Path(ref.adapter) / "merged"
     if (target / "config.json").is_file():
         return target
-    from failtune.console import note
-    from failtune.training.sft import save_merged
-
     note(f"merging {ref.adapter} into its base for serving: {target}")
     scratch = target.with_name(".merged-saving")
     shutil.rmtree(scratch, ignore_errors=True)
@@ -237,3 +233,12 @@ def merged_folder(ref: ModelRef) -> Path:
     shutil.rmtree(target, ignore_errors=True)  # a merge killed while saving
     scratch.rename(target)
     return target
+
+
+def save_merged(model: Any, tokenizer: Any, target: Path) -> Any:
+    """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
+    merged = model.merge_and_unload()
+    with writing_into(target):
+        merged.save_pretrained(str(target))
+        tokenizer.save_pretrained(str(target))
+    return merged

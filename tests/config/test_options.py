@@ -61,8 +61,8 @@ def test_a_new_train_option_is_one_field(
 
     # The run config has the key in [train], and --set reaches it; its range is checked.
     config = resolve_config({"model": HUB_ID, "train": {"warmup_note": 3}})
-    assert config["train"]["warmup_note"] == 3
-    assert resolve_config({"model": HUB_ID}, {"train.warmup_note": 9})["train"]["warmup_note"] == 9
+    assert config.train.warmup_note == 3
+    assert resolve_config({"model": HUB_ID}, {"train.warmup_note": 9}).train.warmup_note == 9
     with pytest.raises(FailtuneError, match=r"\[train\] warmup_note must be at least 1, got 0"):
         resolve_config({"model": HUB_ID, "train": {"warmup_note": 0}})
 
@@ -178,13 +178,13 @@ def test_cli_defaults_are_the_declared_ones(command: str, cls: type, argv: list[
 
 def test_run_config_defaults_are_the_declared_ones() -> None:
     config = resolve_config({"model": HUB_ID})
-    assert {"model", "output_dir", "rounds", "seed"} <= set(config)
+    assert {"model", "output_dir", "rounds", "seed"} <= set(config.as_dict())
     for section, cls in SECTIONS.items():
         for f in section_fields(cls):
             if f.name != "categories":  # resolved: math, and validate takes extract's
-                assert config[section][f.name] == getattr(cls(), f.name), (section, f.name)
-    assert config["extract"]["categories"] == config["validate"]["categories"] == "math"
-    assert config["train"]["save_steps"] == TrainOptions().save_steps == 50
+                assert config.table(section)[f.name] == getattr(cls(), f.name), (section, f.name)
+    assert config.extract.categories == config.validate.categories == "math"
+    assert config.train.save_steps == TrainOptions().save_steps == 50
 
 
 @pytest.mark.parametrize(

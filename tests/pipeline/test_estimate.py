@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from pathlib import Path
@@ -25,6 +26,7 @@ from failtune.pipeline.estimate import (
     spread,
     training_plan,
 )
+from failtune.pipeline.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,14 +112,15 @@ def test_extrapolation_prices_the_full_schedule_with_the_measured_costs() -> Non
 
 def test_training_steps_follow_the_failure_rate_and_the_trainers_arithmetic() -> None:
     config = resolve_config(load_config(ROOT / "examples" / "demo.toml"))
-    problems = load_problems("arith", "train", 64, config["tasks"])
+    problems = load_problems("arith", "train", 64, config.tasks)
     sample_records = [{"correct": i % 8 == 0} for i in range(32)]  # 7 of 8 fail
     sample = GenSample(problems[::2], sample_records, 1.0, [])
     plan = training_plan(config, problems, sample)
     assert plan["failure_rates"] == {"arith": 28 / 32}
     assert plan["examples"] == 56  # the demo's measured count
     assert plan["steps"] == 14  # 56 / 8 per step, 2 epochs: the demo's measured steps
-    config["train"] |= {"gradient_accumulation_steps": 3, "num_train_epochs": 1.5}
+    longer = dataclasses.replace(config.train, gradient_accumulation_steps=3, num_train_epochs=1.5)
+    config = dataclasses.replace(config, train=longer)
     assert training_plan(config, problems, sample)["steps"] == math.ceil(1.5 * 3)
 
 
@@ -177,8 +180,12 @@ def test_a_learning_rate_sweep_trains_per_rate_and_adds_the_choice() -> None:
     trained = estimate.TrainSample(per_step=2.0, fixed=5.0, steps=2, source="", result=in_memory)
     m = estimate._Measured(10.0, sample, sample, trained, sample, 30.0, 40.0, 20.0, [], 7.0, 3.0)
     training = {"examples": 56, "steps": 14}
-    config = {"rounds": 2, "train": {"learning_rate": [5e-4, 1e-4, 3e-4]}}
-    steps = {s.name: s.seconds for s in estimate._round_steps(config, m, training, 1)}
+    swept = build_plan(Path("run"), "m", 2, [1e-4, 3e-4, 5e-4])
+    steps = {
+        s.name: s.seconds
+        for s in estimate.price_steps(swept, m, training)
+        if s.name.startswith("round-1") or s.name == "baseline"
+    }
     assert list(steps) == [
         "round-1/extract",
         "round-1/train-lr-1e-04",
@@ -191,7 +198,7 @@ def test_a_learning_rate_sweep_trains_per_rate_and_adds_the_choice() -> None:
     assert steps["round-1/train-lr-3e-04"] == 5.0 + 14 * 2.0
     assert steps["round-1/select"] == 4 * 10.0 + 7.0 + 3 * 3.0  # loads, base, candidates
     assert steps["round-1/validate"] == 20.0 + 10.0  # the chosen adapter is opened again
-    config["train"]["learning_rate"] = 3e-4
-    single = {s.name: s.seconds for s in estimate._round_steps(config, m, training, 2)}
+    once = build_plan(Path("run"), "m", 2, None)
+    single = {s.name: s.seconds for s in estimate.price_steps(once, m, training)[4:]}
     assert list(single) == ["round-2/extract", "round-2/train", "round-2/validate"]
     assert single["round-2/validate"] == 20.0  # last round: the trained model is in memory

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 
 from failtune.backends import GenParams
 from failtune.cli import main
+from failtune.demo import demo_config
 from failtune.errors import FailtuneError
 from failtune.pipeline.config import load_config, parse_override, resolve_config
-from failtune.demo import demo_config
-from failtune.pipeline.runner import STATE
+from failtune.pipeline.plan import STATE
 from failtune.tasks.arith import Arith
 from failtune.training.sft import last_complete_checkpoint, train
 
@@ -30,9 +30,9 @@ def test_demo_toml_is_the_demo() -> None:
 
 def test_seed_plan_config_reads() -> None:
     config = resolve_config(load_config(ROOT / "examples" / "seed-plan.toml"))
-    assert config["model"] == "Qwen/Qwen2.5-7B-Instruct"
-    assert config["train"]["num_train_epochs"] == 2.0
-    assert config["validate"]["gates"] == ["math.ties>=60%", "math.wins>=16%", "math.losses<20%"]
+    assert config.run.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert config.train.num_train_epochs == 2.0
+    assert config.validate.gates == ["math.ties>=60%", "math.wins>=16%", "math.losses<20%"]
 
 
 def test_yaml_config_and_overrides(tmp_path: Path) -> None:
@@ -40,11 +40,11 @@ def test_yaml_config_and_overrides(tmp_path: Path) -> None:
     path.write_text("model: m\nextract:\n  categories: arith\n  limit: 5\ntrain:\n  lora_r: 4\n")
     config = resolve_config(
         load_config(path),
-        dict([parse_override("train.lora_r=8"), ("rounds", 3), ("seed", None)]),
+        dict([parse_override("train.lora_r=8"), ("rounds", 3)]),
     )
-    assert config["train"]["lora_r"] == 8 and config["rounds"] == 3 and config["seed"] == 0
-    assert config["validate"]["categories"] == "arith"  # defaults to what was extracted
-    assert config["extract"]["limit"] == 5 and config["train"]["learning_rate"] == 2e-4
+    assert config.train.lora_r == 8 and config.run.rounds == 3 and config.run.seed == 0
+    assert config.validate.categories == "arith"  # defaults to what was extracted
+    assert config.extract.limit == 5 and config.train.learning_rate == 2e-4
 
 
 @pytest.mark.parametrize(
@@ -159,6 +159,12 @@ def test_run_skips_unchanged_steps_and_redoes_changed_ones(
     assert extract["completion_tokens"] == 6 * 8
     for name in ("report.md", "report.html", "wtl.png", "accuracy.png", "reasons.png"):
         assert (run / "report" / name).is_file(), name
+    # Validation knows what the round trained: arith is marked, and the overlap check ran.
+    validation = json.loads((run / "round-1" / "validate" / "validation.json").read_text())
+    assert validation["categories"]["arith"]["trained"] is True
+    assert validation["trained_categories"] == ["arith"]
+    assert validation["overlap"]["categories"]["arith"]["exact"] == 0
+    assert "| trained |" in (run / "report" / "report.md").read_text()
 
     assert main(["run", str(config), "--no-progress"]) == 0
     again = json.loads((run / STATE).read_text())
@@ -186,3 +192,25 @@ def test_run_skips_unchanged_steps_and_redoes_changed_ones(
     assert switched["config"]["backend"] == "auto"
     for n in ("round-1/extract", "baseline", "round-1/validate"):
         assert switched["steps"][n]["engine"]["backend"] == "hf", n
+
+
+def test_run_refuses_a_training_file_holding_a_test_prompt(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `failtune validate` does: validating on a prompt the model was trained on measures
+    memorisation, so the run stops with one sentence (here the replay file holds one)."""
+    test_prompt = Arith(size=20, seed=0).load("test")[0].prompt
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text(json.dumps({"instruction": test_prompt, "output": "The answer is 1."}) + "\n")
+    config = tiny_config(tmp_path, tiny_model_dir)
+    config.write_text(
+        config.read_text()
+        .replace("rounds = 2", "rounds = 1")
+        .replace("[train]\n", f'[train]\nreplay = "{replay}"\nreplay_ratio = 0.5\n')
+    )
+    assert main(["run", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("failtune: error: 1 evaluation problems (e.g. arith/test/")
+    assert "exactly training instructions" in err[-1]
+    state = json.loads((tmp_path / "run" / STATE).read_text())
+    assert state["steps"]["round-1/validate"]["status"] == "running"

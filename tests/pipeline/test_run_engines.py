@@ -13,7 +13,7 @@ from helpers import require_vllm, save_tiny_llama
 from servers import StubHandler, chat_answer, stub_server
 
 from failtune.cli import main
-from failtune.pipeline.runner import STATE
+from failtune.pipeline.plan import STATE
 from failtune.tasks.arith import Arith
 
 SERVED = "served-base"  # the name the stub serves the base model under
@@ -175,7 +175,6 @@ def test_loglikelihood_scoring_keeps_transformers(tmp_path: Path, capsys: Any) -
     """MMLU scored by log-likelihood: `auto` means transformers (vLLM cannot score), and an
     explicit vLLM or server backend is refused before anything is written."""
     from failtune.pipeline.config import resolve_config
-    from failtune.pipeline.steps import generation_options
 
     config = {
         "model": "builtin:smollm2",
@@ -184,9 +183,9 @@ def test_loglikelihood_scoring_keeps_transformers(tmp_path: Path, capsys: Any) -
         "extract": {"categories": "arith", "limit": 4},
         "validate": {"categories": "arith,knowledge", "limit": 4},
     }
-    assert generation_options(resolve_config(config), "validate").backend == "hf"
+    assert resolve_config(config).validate.backend == "hf"
     generative = {**config, "tasks": {"mmlu": {"mode": "generate"}}}
-    assert generation_options(resolve_config(generative), "validate").backend == "auto"
+    assert resolve_config(generative).validate.backend == "auto"
     cfg = tmp_path / "ll.toml"
     cfg.write_text(
         f'model = "builtin:smollm2"\noutput_dir = "{tmp_path / "run"}"\nbackend = "openai"\n'

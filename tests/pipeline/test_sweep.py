@@ -17,12 +17,13 @@ from failtune.config.options import TrainOptions
 from failtune.errors import FailtuneError
 from failtune.evaluation import records as evaluation
 from failtune.model_loading import resolve_model
-from failtune.pipeline import runner as pipeline
-from failtune.pipeline import steps
 from failtune.pipeline.config import load_config, parse_override, resolve_config
-from failtune.pipeline.runner import STATE, run_pipeline
-from failtune.pipeline.sweep import choose, lr_name
-from failtune.reporting.terminal import write_report
+from failtune.pipeline.engines import Engines
+from failtune.pipeline.plan import STATE, lr_name
+from failtune.pipeline.runner import run_pipeline
+from failtune.pipeline.state import RunState
+from failtune.pipeline.sweep import choose
+from failtune.reporting.report import write_report
 from failtune.tasks.arith import Arith
 from failtune.training.sft import train
 
@@ -52,8 +53,8 @@ def sweep_config(tmp_path: Path, model: Path | str, **train: Any) -> Path:
 def test_a_list_of_rates_is_a_sweep_in_the_file_and_in_set() -> None:
     gsm8k = {"model": HUB_ID, "extract": {"limit": 1000}}  # train problems 1-1000, then 7274+
     config = resolve_config({**gsm8k, "train": {"learning_rate": [1e-4, 3e-4]}})
-    assert config["train"]["learning_rate"] == [1e-4, 3e-4]
-    assert config["train"]["selection_size"] == 200
+    assert config.train.learning_rate == [1e-4, 3e-4]
+    assert config.train.selection_size == 200
     # YAML reads 1e-4 as a number (PyYAML alone would make it the string "1e-4").
     assert parse_override("train.learning_rate=1e-4") == ("train.learning_rate", 1e-4)
     key, value = parse_override("train.learning_rate=[1e-4,3e-4]")
@@ -156,7 +157,7 @@ class ReadLog:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.events: list[tuple[str, str]] = []
-        split_problems, load, save = evaluation.split_problems, Arith.load, pipeline.Run.save
+        split_problems, load, save = evaluation.split_problems, Arith.load, RunState.save
 
         def logged_split(task: Any, split: str, *args: Any) -> Any:
             self.events.append((task.name, split))
@@ -166,15 +167,15 @@ class ReadLog:
             self.events.append((task.name, split))
             return load(task, split)
 
-        def logged_save(run: pipeline.Run) -> None:
-            step = run.state["steps"].get("round-1/select", {})
+        def logged_save(state: RunState) -> None:
+            step = state.steps.get("round-1/select", {})
             if step.get("status") == "done" and ("select", "recorded") not in self.events:
                 self.events.append(("select", "recorded"))
-            save(run)
+            save(state)
 
         monkeypatch.setattr(evaluation, "split_problems", logged_split)
         monkeypatch.setattr(Arith, "load", logged_load)
-        monkeypatch.setattr(pipeline.Run, "save", logged_save)
+        monkeypatch.setattr(RunState, "save", logged_save)
 
     def assert_no_test_read_before_the_choice(self) -> None:
         test_reads = [i for i, (_, split) in enumerate(self.events) if split == "test"]
@@ -295,12 +296,14 @@ def test_the_most_accurate_candidate_is_chosen_and_validated(
         return ScriptedBackend(answer, model=name)
 
     monkeypatch.setattr(
-        pipeline.Run, "backend", lambda run, model, batch_size: answering(0.0, base_label)
+        Engines, "backend", lambda engines, model, options: answering(0.0, base_label)
     )
     monkeypatch.setattr(
-        steps,
-        "candidate_backend",
-        lambda run, adapter, training: answering(right_share.get(adapter.name, 1.0), adapter.name),
+        Engines,
+        "candidate",
+        lambda engines, adapter, options: answering(
+            right_share.get(adapter.name, 1.0), adapter.name
+        ),
     )  # round-1/adapter, validated, is the chosen 1e-3's copy
     path = sweep_config(tmp_path, tiny_model_dir, report_to="tensorboard")
     path.write_text(

@@ -86,14 +86,15 @@ def test_cost_uses_measured_times_and_tokens() -> None:
         "round-1/train": {"status": "done", "seconds": 1800.0},
         "round-1/validate": {"status": "running"},
     }
-    cost = summarize_cost(steps, gpu_hourly_usd=3.0, api_usd_per_mtok=15.0)
+    kind_of = {"round-1/extract": "extract"}.get
+    cost = summarize_cost(steps, kind_of, gpu_hourly_usd=3.0, api_usd_per_mtok=15.0)
     assert cost.total_seconds == 3600.0 and cost.machine_usd == pytest.approx(3.0)
     assert [r[0] for r in cost.rows] == ["round-1/extract", "round-1/train"]
     assert cost.api_usd == pytest.approx(15.0)
     assert (
         "$15 per million" in cost.assumptions[2] and "100 extraction prompts" in cost.assumptions[2]
     )
-    unpriced = summarize_cost(steps, gpu_hourly_usd=None, api_usd_per_mtok=None)
+    unpriced = summarize_cost(steps, kind_of, gpu_hourly_usd=None, api_usd_per_mtok=None)
     assert unpriced.machine_usd is None and unpriced.api_usd is None
 
 

@@ -97,8 +97,8 @@ def write_training_files(
 def extract(
     model_path: str | None = None,
     output_dir: str | Path = "failtune-out",
-    options: ExtractOptions | None = None,
     *,
+    options: ExtractOptions | None = None,
     model: Backend | None = None,
     task_options: TaskOptions | None = None,
     server: Mapping[str, Any] | None = None,

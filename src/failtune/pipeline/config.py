@@ -1,9 +1,11 @@
-"""The `failtune run` config: read a TOML/YAML file, apply overrides, check all of it up front.
+"""The `failtune run` config: read a TOML/YAML file, apply overrides, check all of it up front,
+and build it once as typed options (RunConfig), which every step then reads.
 
-The tables and their keys come from failtune.config.options (one declaration per option). Checking
-happens before any step starts: every unknown key, wrong type, out-of-range value, unknown
-category or split, unreadable gate, missing file and unresolvable model is listed in one error,
-and nothing is written or loaded.
+The tables and their keys come from failtune.config.options (one declaration per option).
+Precedence, lowest first: defaults, the config file, `--set`, the flags the user gave.
+Checking happens before any step starts: every unknown key, wrong type, out-of-range value,
+unknown category or split, unreadable gate, missing file and unresolvable model is listed in one
+error, and nothing is written or loaded.
 """
 
 from __future__ import annotations
@@ -18,10 +20,21 @@ from typing import Any
 
 from failtune import preflight as checks
 from failtune.config import options
+from failtune.config.options import (
+    EngineOptions,
+    RunOptions,
+    ServerOptions,
+    fields,
+)
+from failtune.config.run import RunConfig
 from failtune.errors import FailtuneError
 from failtune.pipeline import sweep
 from failtune.tasks import TASKS, scores_loglikelihood
 from failtune.training.tracking import parse_report_to
+
+# Top-level keys that choose the generation engine: given to every generating step, in no
+# step's input hash (the engine each step used is recorded in its info and manifest instead).
+ENGINE_KEYS = tuple(f.name for cls in (EngineOptions, ServerOptions) for f in fields(cls))
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -101,9 +114,9 @@ def defaults() -> dict[str, Any]:
     }
 
 
-def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -> dict[str, Any]:
-    """Defaults ← config file ← overrides (dotted keys), checked whole; raises listing every
-    problem."""
+def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -> RunConfig:
+    """Defaults ← config file ← overrides (dotted keys, already in precedence order), checked
+    whole and built as typed options; raises listing every problem."""
     merged = _apply_overrides(data, overrides)
     config = copy.deepcopy(defaults())
     for key, value in merged.items():
@@ -120,16 +133,34 @@ def resolve_config(data: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -
     config["tasks"] = {name: dict(values) for name, values in config["tasks"].items()}
     for name in ("arith",):  # generated tasks take the run's seed unless set per task
         config["tasks"].setdefault(name, {}).setdefault("seed", config["seed"])
+    built = _build(config)
     # Reads the extract split to place the selection problems: only once the rest is sound.
-    checks.raise_all(sweep.config_problems(config), "the run config")
-    return config
+    checks.raise_all(sweep.config_problems(built), "the run config")
+    return built
+
+
+def _build(config: Mapping[str, Any]) -> RunConfig:
+    """The typed options of a checked config dict: each generating step gets the run's engine
+    and seed, training the run's seed."""
+    top = {f.name: config[f.name] for f in fields(RunOptions)}
+    engine = {k: config[k] for k in ENGINE_KEYS}
+    specs = [config["extract"]["categories"], config["validate"]["categories"]]
+    if engine["backend"] == "auto" and scores_loglikelihood(specs, config["tasks"]):
+        engine["backend"] = "hf"  # vLLM and servers do not score log-likelihoods
+    seed = config["seed"]
+    return RunConfig(
+        run=RunOptions(**top),
+        tasks=config["tasks"],
+        extract=options.SECTIONS["extract"](**config["extract"], seed=seed, **engine),
+        train=options.SECTIONS["train"](**config["train"], seed=seed),
+        validate=options.SECTIONS["validate"](**config["validate"], seed=seed, **engine),
+        cost=options.SECTIONS["cost"](**config["cost"]),
+    )
 
 
 def _apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(dict(data))
     for dotted, value in overrides.items():
-        if value is None:
-            continue
         *parents, leaf = dotted.split(".")
         node = merged
         for part in parents:

@@ -7,9 +7,11 @@ million tokens, and every figure comes with the assumptions it rests on.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from failtune.model_loading import load_tokenizer, resolve_model
 
 
 @dataclass
@@ -25,6 +27,7 @@ class CostSummary:
 
 def summarize_cost(
     steps: Mapping[str, Mapping[str, Any]],
+    kind_of: Callable[[str], str | None],
     *,
     gpu_hourly_usd: float | None,
     api_usd_per_mtok: float | None,
@@ -32,7 +35,8 @@ def summarize_cost(
     """Cost each recorded step at the given hourly price, and price distillation per token.
 
     Distillation means asking a teacher API to answer the same extraction prompts; the teacher is
-    assumed to write answers as long as the model's own measured ones.
+    assumed to write answers as long as the model's own measured ones. `kind_of` names the kind
+    of a recorded step (failtune.pipeline.plan), so the extractions are found.
     """
     rate = None if gpu_hourly_usd is None else gpu_hourly_usd / 3600
     rows = [
@@ -42,7 +46,7 @@ def summarize_cost(
     ]
     total = sum(s for _, s, _ in rows)
     extracts = [
-        rec for name, rec in steps.items() if name.endswith("extract") and "problems" in rec
+        rec for name, rec in steps.items() if kind_of(name) == "extract" and "problems" in rec
     ]
     prompt = sum(rec["prompt_tokens"] for rec in extracts)
     completion = sum(rec["completion_tokens"] for rec in extracts)
@@ -50,7 +54,8 @@ def summarize_cost(
     api = None if api_usd_per_mtok is None else (prompt + completion) / 1e6 * api_usd_per_mtok
     assumptions = [
         "Times are the wall-clock seconds this run measured for each step (for a step that was "
-        "interrupted and resumed, the attempt that finished it).",
+        "interrupted and resumed, the sum of its attempts; an attempt killed outright counts "
+        "until the last file it wrote).",
         "Machine cost = total measured hours × "
         + (
             f"${gpu_hourly_usd:g} per hour (--gpu-hourly-usd), the whole run billed at that rate."
@@ -81,8 +86,6 @@ def summarize_cost(
 
 @functools.cache
 def _tokenizer(model: str) -> Any:
-    from failtune.model_loading import load_tokenizer, resolve_model
-
     return load_tokenizer(resolve_model(model))
 
 

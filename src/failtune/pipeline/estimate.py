@@ -23,18 +23,23 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failtune.config.options import GenerationOptions, TrainOptions
+from failtune.config.run import RunConfig
 from failtune.console import note
 from failtune.evaluation.extraction import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
 from failtune.evaluation.records import evaluate, load_problems
 from failtune.files import atomic_write_jsonl, read_jsonl
 from failtune.pipeline import sweep
-from failtune.pipeline.steps import generation_options, open_backend, train_options
+from failtune.pipeline.engines import open_backend
+from failtune.pipeline.plan import Plan, Step, candidates
+from failtune.pipeline.runner import run_plan
 from failtune.tasks import Problem, Task
+from failtune.training import sft
 from failtune.training.mixing import mix_examples
 
 SAMPLE = 32  # problems per generation step at least; more when a batch holds more
@@ -183,7 +188,7 @@ def timed_evaluate(
     backend: Any,
     problems: Pairs,
     out_dir: Path,
-    section: Mapping[str, Any],
+    section: GenerationOptions,
     label: str,
 ) -> GenSample:
     """`evaluate` as the step runs it, each model call timed (to the next call, so the stop
@@ -202,8 +207,8 @@ def timed_evaluate(
             problems,
             out_dir,
             backend=backend,
-            max_new_tokens=section["max_new_tokens"],
-            stop=tuple(section["stop"]),
+            max_new_tokens=section.max_new_tokens,
+            stop=tuple(section.stop),
             resume=False,
             show_progress=False,
             label=label,
@@ -245,27 +250,30 @@ def training_rows(sample: GenSample, folder: Path, need: int) -> tuple[Path, str
     return path, source
 
 
-def time_training(config: Mapping[str, Any], sample: GenSample, folder: Path) -> TrainSample:
+def train_options(config: RunConfig) -> TrainOptions:
+    """The train step's options, with one learning rate (a sweep's smallest)."""
+    rates = candidates(config.train.learning_rate)
+    return dataclasses.replace(config.train, learning_rate=rates[0]) if rates else config.train
+
+
+def time_training(config: RunConfig, sample: GenSample, folder: Path) -> TrainSample:
     """`train` itself for TRAIN_STEPS optimizer steps, with the run's options (batch, gradient
     accumulation, padding-free, LoRA, checkpoints) except epochs (one) and replay (none)."""
-    from failtune.training.sft import train
-
-    rates = sweep.candidates(config["train"])
-    opts = train_options(config, False, **({"learning_rate": rates[0]} if rates else {}))
+    opts = train_options(config)
     need = TRAIN_STEPS * opts.batch_size * opts.gradient_accumulation_steps
     path, source = training_rows(sample, folder, need)
     timed = dataclasses.replace(opts, num_train_epochs=1.0, replay=None, report_to="none")
-    result = train(config["model"], path, folder / "adapter", timed, show_progress=False)
+    result = sft.train(
+        config.run.model, path, folder / "adapter", options=timed, show_progress=False
+    )
     runtime, steps = result.metrics["train_runtime"], result.metrics["steps"]
     return TrainSample(runtime / steps, result.seconds - runtime, steps, source, result)
 
 
-def training_plan(config: Mapping[str, Any], problems: Pairs, sample: GenSample) -> dict:
+def training_plan(config: RunConfig, problems: Pairs, sample: GenSample) -> dict:
     """Examples and optimizer steps of the real train step: each category's failure rate in the
     sample times its extract problems, mixed and replayed as `train` mixes them."""
-    from failtune.training.sft import read_training_files
-
-    opts = train_options(config, False)
+    opts = train_options(config)
     failed: dict[str, list[bool]] = {}
     for (task, _), record in zip(sample.problems, sample.records, strict=True):
         failed.setdefault(task.category, []).append(not record["correct"])
@@ -276,7 +284,7 @@ def training_plan(config: Mapping[str, Any], problems: Pairs, sample: GenSample)
         Path(f"{c}{TRAINING_SUFFIX}"): [{}] * round(sum(f) / len(f) * totals[c])
         for c, f in failed.items()
     }
-    replay = next(iter(read_training_files(opts.replay).values())) if opts.replay else None
+    replay = next(iter(sft.read_training_files(opts.replay).values())) if opts.replay else None
     examples = len(mix_examples(per_file, opts.mix, replay, opts.replay_ratio, opts.seed)[0])
     batches = math.ceil(examples / opts.batch_size)
     accum = opts.gradient_accumulation_steps
@@ -290,21 +298,21 @@ def training_plan(config: Mapping[str, Any], problems: Pairs, sample: GenSample)
     }
 
 
-def solution_lengths(tokenizer: Any, problems: Pairs, section: Mapping[str, Any]) -> list[int]:
+def solution_lengths(tokenizer: Any, problems: Pairs, section: GenerationOptions) -> list[int]:
     """The trained model's assumed answer lengths: its training outputs' (the reference
     solutions'), plus the end-of-turn token, within the token cap."""
     lengths = []
     for task, problem in problems:
-        cap = section["max_new_tokens"] or task.default_max_new_tokens
+        cap = section.max_new_tokens or task.default_max_new_tokens
         n = len(tokenizer(problem.solution, add_special_tokens=False).input_ids) + 1
         lengths.append(min(cap, n))
     return lengths
 
 
 def _sample(
-    backend: Any, problems: Pairs, section: Mapping[str, Any], seed: int, out: Path, label: str
+    backend: Any, problems: Pairs, section: GenerationOptions, seed: int, out: Path, label: str
 ) -> GenSample:
-    n = min(len(problems), max(SAMPLE, section["batch_size"]))
+    n = min(len(problems), max(SAMPLE, section.batch_size))
     note(f"estimate: {label}: timing {n} of {len(problems)} problems")
     chosen = [problems[i] for i in spread(len(problems), n, seed)]
     return timed_evaluate(backend, chosen, out, section, label)
@@ -328,23 +336,24 @@ class _Measured:
     select_candidate: float = 0.0
 
 
-def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp: Path) -> _Measured:
+def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -> _Measured:
     """Run every step's own code on samples: the base model generates (extract, baseline),
     trains a few steps, and the trained model in memory answers the held-out sample."""
     from failtune.backends.hf import HFBackend
     from failtune.backends.vllm import close_engine
 
-    ex, val, seed = config["extract"], config["validate"], config["seed"]
+    ex, val, seed = config.extract, config.validate, config.run.seed
     t0 = time.perf_counter()
-    backend = open_backend(config["model"], generation_options(config, "extract"))
+    backend = open_backend(config.run.model, ex)
     load = time.perf_counter() - t0
     ex_sample = _sample(backend, extract_all, ex, seed, tmp / "extract", "extract")
     extract_s = extrapolate(backend, ex_sample, extract_all, full_lengths(extract_all, ex_sample))
     if isinstance(backend, HFBackend):  # vLLM sizes its own batches
-        backend.batch_size = val["batch_size"]
+        backend.batch_size = val.batch_size
     base_sample = _sample(backend, held_out, val, seed, tmp / "baseline", "baseline")
     baseline_s = extrapolate(backend, base_sample, held_out, full_lengths(held_out, base_sample))
-    select = sweep.selection_problems(config) if sweep.candidates(config["train"]) else []
+    sweeping = candidates(config.train.learning_rate) is not None
+    select = sweep.selection_problems(config) if sweeping else []
     select_base = extrapolate(backend, ex_sample, select, full_lengths(select, ex_sample))
     del backend  # as the run does: generation weights are freed before training
     close_engine()
@@ -354,10 +363,10 @@ def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp:
     # the adapter opened from disk.
     if trained.result.model is not None:
         candidate = HFBackend(
-            trained.result.model, trained.result.tokenizer, batch_size=val["batch_size"]
+            trained.result.model, trained.result.tokenizer, batch_size=val.batch_size
         )
     else:
-        candidate = HFBackend.load(str(trained.result.output_dir), batch_size=val["batch_size"])
+        candidate = HFBackend.load(str(trained.result.output_dir), batch_size=val.batch_size)
     # Half the baseline sample: only the trained model's step costs are wanted here (its answer
     # lengths are assumed), and the estimate has to stay short.
     half = base_sample.problems[::2]
@@ -382,53 +391,78 @@ def measure(config: Mapping[str, Any], extract_all: Pairs, held_out: Pairs, tmp:
     )
 
 
-def estimate_run(config: Mapping[str, Any], *, gpu_hourly_usd: float | None = None) -> Estimate:
-    """Time a sample of each step of `config` on this machine and price the whole run.
+def estimate_run(config: RunConfig, *, gpu_hourly_usd: float | None = None) -> Estimate:
+    """Time a sample of each step of `config` on this machine and price every step of its plan.
 
     Writes nothing outside a temporary folder, which is deleted.
     """
     t0 = time.perf_counter()
-    ex, val = config["extract"], config["validate"]
-    extract_all = load_problems(ex["categories"], ex["split"], ex["limit"], config["tasks"])
-    held_out = load_problems(val["categories"], val["split"], val["limit"], config["tasks"])
+    ex, val = config.extract, config.validate
+    extract_all = load_problems(ex.categories, ex.split, ex.limit, config.tasks)
+    held_out = load_problems(val.categories, val.split, val.limit, config.tasks)
     with tempfile.TemporaryDirectory(prefix="failtune-estimate-") as tmp:
         m = measure(config, extract_all, held_out, Path(tmp))
     training = training_plan(config, extract_all, m.extract)
-    steps: list[StepEstimate] = []
-    for r in range(1, config["rounds"] + 1):
-        steps += _round_steps(config, m, training, r)
-    est = Estimate(steps, [], gpu_hourly_usd)
+    est = Estimate(price_steps(run_plan(config), m, training), [], gpu_hourly_usd)
     est.assumptions = assumptions(config, m, training, est)
     est.measured = {"load": m.load, "train_per_step": m.train.per_step, **training}
     est.own_seconds = time.perf_counter() - t0
     return est
 
 
-def _round_steps(
-    config: Mapping[str, Any], m: _Measured, training: Mapping[str, Any], r: int
-) -> list[StepEstimate]:
-    """Round r's steps in the run's order; a learning-rate sweep trains once per rate, then
-    chooses (the base and each candidate answer the selection problems), then grades the base."""
-    rates = sweep.candidates(config["train"])
-    baseline = [StepEstimate("baseline", m.baseline_seconds, _gen_how(m.baseline))] * (r == 1)
-    train_s = m.train.fixed + training["steps"] * m.train.per_step
+# ---- the price of each kind of step (failtune.pipeline.plan.KINDS), from what was measured ----
+
+
+def _price_extract(
+    step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
+) -> StepEstimate:
+    return StepEstimate(step.name, m.load + m.extract_seconds, _gen_how(m.extract))
+
+
+def _price_baseline(
+    step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
+) -> StepEstimate:
+    return StepEstimate(step.name, m.baseline_seconds, _gen_how(m.baseline))
+
+
+def _price_train(step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan) -> StepEstimate:
     how = f"{training['examples']} examples, {training['steps']} optimizer steps"
-    steps = [StepEstimate(f"round-{r}/extract", m.load + m.extract_seconds, _gen_how(m.extract))]
-    if rates is None:
-        steps += [*baseline, StepEstimate(f"round-{r}/train", train_s, how)]
-    else:
-        names = [f"round-{r}/train-{sweep.lr_name(lr)}" for lr in rates]
-        steps += [StepEstimate(name, train_s, how) for name in names]
-        select_s = (len(rates) + 1) * m.load + m.select_base + len(rates) * m.select_candidate
-        steps += [StepEstimate(f"round-{r}/select", select_s, f"base + {len(rates)} candidates")]
-        steps += baseline
-    # Only a single, unmerged training in this process leaves the candidate in memory.
-    in_memory = rates is None and r == config["rounds"] and m.train.result.model is not None
+    return StepEstimate(step.name, m.train.fixed + training["steps"] * m.train.per_step, how)
+
+
+def _price_select(
+    step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
+) -> StepEstimate:
+    """The round's model and each candidate answer the selection problems, each loaded."""
+    n = len(step.inputs)
+    seconds = (n + 1) * m.load + m.select_base + n * m.select_candidate
+    return StepEstimate(step.name, seconds, f"base + {n} candidates")
+
+
+def _price_validate(
+    step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
+) -> StepEstimate:
+    """The candidate side only; only a single, unmerged training in this process leaves the
+    candidate in memory, every other candidate is loaded."""
+    made_by = plan.adapter_step(step.round or 1)
+    in_memory = made_by.kind == "train" and not made_by.merge and m.train.result.model is not None
     reload = 0.0 if in_memory else m.load
-    steps.append(
-        StepEstimate(f"round-{r}/validate", m.validate_seconds + reload, "candidate side only")
-    )
-    return steps
+    return StepEstimate(step.name, m.validate_seconds + reload, "candidate side only")
+
+
+def price_steps(plan: Plan, m: _Measured, training: Mapping[str, Any]) -> list[StepEstimate]:
+    """Every step of the plan, priced by its kind from what was measured."""
+    return [PRICES[step.kind](step, m, training, plan) for step in plan.steps]
+
+
+Price = Callable[[Step, _Measured, Mapping[str, Any], Plan], StepEstimate]
+PRICES: dict[str, Price] = {
+    "extract": _price_extract,
+    "baseline": _price_baseline,
+    "train": _price_train,
+    "select": _price_select,
+    "validate": _price_validate,
+}
 
 
 def _gen_how(sample: GenSample) -> str:
@@ -456,7 +490,7 @@ def _rate(sample: GenSample) -> str:
 
 
 def assumptions(
-    config: Mapping[str, Any], m: _Measured, training: Mapping[str, Any], est: Estimate
+    config: RunConfig, m: _Measured, training: Mapping[str, Any], est: Estimate
 ) -> list[str]:
     """What every figure rests on, in the order of the table."""
     opts = training["options"]
@@ -472,7 +506,7 @@ def assumptions(
     )
     candidate = "" if rolling else " (timed with transformers; the run serves it with vLLM)"
     return [
-        f"Samples are evenly spaced over each split (seed {config['seed']}); extrapolation "
+        f"Samples are evenly spaced over each split (seed {config.run.seed}); extrapolation "
         f"{how}, answer lengths taken from the nearest sample problem.",
         f"Model load: {m.load:.1f} s, counted once per process that loads it (extract; the "
         "train step loads again, inside its timed fixed part).",
@@ -493,7 +527,7 @@ def assumptions(
         f"{_rate(m.candidate)}; its "
         f"answers are assumed as long as the reference solutions it is trained on "
         f"({_mean(m.candidate_lengths):.0f} tokens, against {base_len:.0f} for the base).",
-        f"Rounds: {config['rounds']}, each priced like the first; the run stops early when a "
+        f"Rounds: {config.run.rounds}, each priced like the first; the run stops early when a "
         "round fails its gates or gains nothing significant, and later rounds fail less, so "
         "later rounds are an upper bound.",
         "Not measured: merging between rounds, validation statistics and the report (seconds), "

@@ -1,146 +1,195 @@
-"""The work of each `failtune run` step, and the engines it opens.
+"""The work of each kind of `failtune run` step, and what its input hash reads.
 
-`pipeline` decides which steps run and in what order (input hashes, skip and resume, rounds);
-`Run.step` calls the functions here to do a step's work: extract, grade the base, train,
-choose among a sweep's candidates, validate. Each returns what the run state records about it,
-including the engine that generated (`engine`), which is in no step's input hash.
+The plan (failtune.pipeline.plan) says which steps a run has; the runner hashes each step's
+inputs with INPUTS[kind], skips it when nothing changed, and otherwise calls WORK[kind]. Each
+work function gets its step and the run's context (the typed config, the plan, the engines,
+the records of finished steps) and returns what the run state records about it, including the
+engine that generated (`engine`), which is in no step's input hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from failtune.backends import Backend, LazyBackend, engine_kind, load_backend
-from failtune.config.options import (
-    SECTIONS,
-    EngineOptions,
-    GenerationOptions,
-    ServerOptions,
-    fields,
-)
+from failtune.config.run import RunConfig
 from failtune.console import note
-from failtune.evaluation.extraction import extract
-from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, evaluate
+from failtune.evaluation.extraction import TRAINING_SUFFIX, extract
+from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, evaluate, load_problems
 from failtune.files import atomic_write_json, sha256_file
-from failtune.model_loading import resolve_model
 from failtune.pipeline import sweep
-from failtune.reporting.cost import token_counts
-from failtune.tasks import scores_loglikelihood
+from failtune.pipeline.cost import token_counts
+from failtune.pipeline.engines import Engines
+from failtune.pipeline.plan import BASELINE, Plan, Step, adapter_folder
+from failtune.tasks import Problem, Task
+from failtune.training import sft
+from failtune.training.tracking import without_trackers
+from failtune.validation.forgetting import training_info
 from failtune.validation.paired import validate
 
-if TYPE_CHECKING:
-    from failtune.backends.openai import OpenAIBackend
-    from failtune.pipeline.runner import Round, Run
-
-# Top-level run keys that choose the generation engine: given to every generating step, in no
-# step's input hash (the engine each step used is recorded in its info and manifest instead).
-ENGINE_KEYS = tuple(f.name for cls in (EngineOptions, ServerOptions) for f in fields(cls))
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def generation_options(config: Mapping[str, Any], section: str, **more: Any) -> Any:
-    """The options of a generating step: its table, the run's seed and the run's engine."""
-    engine = {k: config[k] for k in ENGINE_KEYS}
-    specs = [config["extract"]["categories"], config["validate"]["categories"]]
-    if engine["backend"] == "auto" and scores_loglikelihood(specs, config["tasks"]):
-        engine["backend"] = "hf"  # vLLM and servers do not score log-likelihoods
-    return SECTIONS[section](**config[section], seed=config["seed"], **engine, **more)
+@dataclass
+class Context:
+    """What a step may use: not the run's state file, only the records of finished steps."""
+
+    config: RunConfig
+    plan: Plan
+    engines: Engines
+    done: Mapping[str, Mapping[str, Any]]
+    show_progress: bool
+
+    def problems(self, section: str) -> list[tuple[Task, Problem]]:
+        """The problems of [extract] or [validate]."""
+        o = getattr(self.config, section)
+        return load_problems(o.categories, o.split, o.limit, self.config.tasks)
 
 
-def served_base(config: Mapping[str, Any]) -> str | None:
-    """backend openai: the base model's name on the server, once it is known that the server
-    can load the trained adapter later; checked before any work starts."""
-    if config["backend"] != "openai":
-        return None
-    from failtune.backends.openai import OpenAIBackend
-
-    o = generation_options(config, "validate")
-    server = OpenAIBackend.connect(config["served_model"], **o.server())
-    server.check_adapter_loading(config["train"]["lora_r"])
-    return server.model_name
+def _file_hashes(paths: list[Path]) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(paths)}
 
 
-def open_backend(model: str, o: GenerationOptions, served: str | None = None) -> Backend:
-    """How a run opens a model to generate with (`failtune run --estimate` opens it alike)."""
-    opened = load_backend(
-        served if o.backend == "openai" else model,
-        backend=o.backend,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=o.batch_size,
-        server=o.server(),
-        **o.engine(),
-    )
-    return opened.open() if isinstance(opened, LazyBackend) else opened
+def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys that change what a model generates (gates do not)."""
+    keys = ("categories", "split", "limit", "batch_size", "max_new_tokens", "stop")
+    return {k: section[k] for k in keys}
 
 
-def train_options(config: Mapping[str, Any], merge: bool, **overrides: Any) -> Any:
-    """The train step's options: the [train] table, the run's seed, merging between rounds."""
-    return SECTIONS["train"](**{**config["train"], **overrides}, seed=config["seed"], merge=merge)
+# ---- input hashes: what each kind reads (unchanged, so existing run folders are not redone) ----
 
 
-def extract_step(run: Run, model: str, out_dir: Path) -> dict[str, Any]:
-    ex = generation_options(run.config, "extract")
-    backend = run.backend(model, ex)
+def extract_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    problems = ctx.problems("extract")
+    data_files = sorted({f for t, p in problems for f in t.data_files(p.split)})
+    upstream = ctx.done[step.inputs[0]]["hash"] if step.inputs else None
+    return {
+        "section": ctx.config.table("extract"),
+        "tasks": ctx.config.tasks,
+        "model": step.model,
+        "upstream": upstream,
+        "data": _file_hashes(data_files),
+    }
+
+
+def baseline_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    section = _generation_keys(ctx.config.table("validate"))
+    return {"section": section, "tasks": ctx.config.tasks, "model": step.model}
+
+
+def train_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    # selection_size is the select step's input, not training's: a run that trains once hashes
+    # what it always did.
+    section = {k: v for k, v in ctx.config.table("train").items() if k != "selection_size"}
+    if step.learning_rate is not None:
+        section["learning_rate"] = step.learning_rate
+    extracted = ctx.plan.path(ctx.plan[step.inputs[0]])
+    return {
+        "section": without_trackers(section),
+        "model": step.model,
+        "seed": ctx.config.run.seed,
+        "merge": step.merge,
+        "data": _file_hashes(sorted(extracted.glob(f"*{TRAINING_SUFFIX}"))),
+    }
+
+
+def select_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    ex, val = ctx.config.table("extract"), ctx.config.table("validate")
+    trained = [ctx.plan[name] for name in step.inputs]
+    return {
+        "extract": {k: ex[k] for k in ("categories", "split")},
+        "selection_size": ctx.config.train.selection_size,
+        "generation": {k: val[k] for k in ("batch_size", "max_new_tokens", "stop")},
+        "tasks": ctx.config.tasks,
+        "model": step.model,
+        "candidates": {
+            str(t.learning_rate): sha256_file(ctx.plan.path(t) / ADAPTER_WEIGHTS) for t in trained
+        },
+    }
+
+
+def validate_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    adapter = ctx.plan.path(adapter_folder(step.round or 1))
+    return {
+        "section": ctx.config.table("validate"),
+        "tasks": ctx.config.tasks,
+        "base": sha256_file(ctx.plan.path(BASELINE) / RESULTS),
+        "adapter": sha256_file(adapter / ADAPTER_WEIGHTS),
+    }
+
+
+# ---- the work ------------------------------------------------------------------------------
+
+
+def extract_work(step: Step, ctx: Context) -> dict[str, Any]:
+    ex = ctx.config.extract
+    backend = ctx.engines.backend(step.model, ex)
     result = extract(
-        model,
-        out_dir,
-        ex,
+        step.model,
+        ctx.plan.path(step),
+        options=ex,
         model=backend,
-        task_options=run.config["tasks"],
-        show_progress=run.show_progress,
+        task_options=ctx.config.tasks,
+        show_progress=ctx.show_progress,
     )
     return {
         "summary": result.summary,
         "failures": sum(s["n"] - s["correct"] for s in result.summary.values()),
-        **token_counts(model, result.records),
+        **token_counts(step.model, result.records),
         "engine": backend.info.record(),
     }
 
 
-def grade_step(run: Run, problems: list, model: str, out_dir: Path, label: str) -> dict[str, Any]:
-    val = generation_options(run.config, "validate")
-    backend = run.backend(model, val)
-    records = evaluate(
-        problems,
-        out_dir,
-        backend=backend,
-        max_new_tokens=val.max_new_tokens,
-        stop=tuple(val.stop),
-        show_progress=run.show_progress,
-        label=label,
-    )
+def baseline_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """The base model graded once on the held-out problems; every round compares with it."""
+    val = ctx.config.validate
+    backend = ctx.engines.backend(step.model, val)
+    records = _graded(ctx, backend, ctx.problems("validate"), ctx.plan.path(step), "base")
     return {
         "accuracy": sum(r["correct"] for r in records) / len(records),
         "engine": backend.info.record(),
     }
 
 
-def train_step(
-    run: Run,
-    model: str,
-    ex_dir: Path,
-    adapter: Path,
-    merge: bool,
-    keep: dict[str, Any],
-    overrides: Mapping[str, Any],
-) -> dict[str, Any]:
-    from failtune.training.sft import train
-
-    options = train_options(run.config, merge, **overrides)
-    # Weights opened for generation are not needed again in this round: free them for training.
-    run.release(f"training {adapter.relative_to(run.dir)}")
-    result = train(
-        model,
-        ex_dir / "*_training_ready.jsonl",
-        adapter,
-        options,
-        show_progress=run.show_progress,  # its bar joins the run's live view
+def _graded(
+    ctx: Context, backend: Any, problems: list[tuple[Task, Problem]], out: Path, label: str
+) -> list[dict[str, Any]]:
+    """Answers with [validate]'s generation settings (baseline and the select step's)."""
+    val = ctx.config.validate
+    return evaluate(
+        problems,
+        out,
+        backend=backend,
+        max_new_tokens=val.max_new_tokens,
+        stop=tuple(val.stop),
+        show_progress=ctx.show_progress,
+        label=label,
     )
-    if result.model is not None:  # trained in this process, not in launched ones
-        keep["result"] = result
+
+
+def train_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """Train on the round's failures; merged into a plain model when another round follows."""
+    rate = step.learning_rate if step.learning_rate is not None else ctx.config.train.learning_rate
+    options = dataclasses.replace(ctx.config.train, merge=step.merge, learning_rate=rate)
+    adapter = ctx.plan.path(step)
+    # Weights opened for generation are not needed again in this round: free them for training.
+    ctx.engines.release(f"training {step.folder}")
+    extracted = ctx.plan.path(ctx.plan[step.inputs[0]]).resolve()
+    result = sft.train(
+        step.model,
+        extracted / f"*{TRAINING_SUFFIX}",
+        adapter,
+        options=options,
+        show_progress=ctx.show_progress,  # its bar joins the run's live view
+    )
+    # Trained in this process (not in launched ones) and not a sweep's candidate, whose model
+    # stays unloaded (the choice and validation open adapters anew): kept for validation.
+    if result.model is not None and step.learning_rate is None:
+        ctx.engines.trained[adapter] = result
     # HF's train_loss averages only the steps run by the last process; the log history is kept
     # in checkpoints, so the last logged loss is the same whether or not training was resumed.
     losses = [h["loss"] for h in result.metrics.get("log_history", []) if "loss" in h]
@@ -151,115 +200,79 @@ def train_step(
     }
 
 
-def candidate_backend(run: Run, adapter: Path, training: dict[str, Any]) -> Backend:
-    """With transformers, the trained model still in memory when this process trained it; else
-    the adapter opened lazily by the run's engine (vLLM: LoRA or merged, see vllm.serve_merged),
-    or loaded into the OpenAI-compatible server."""
-    o = generation_options(run.config, "validate")
-    kind = engine_kind(o.backend, o.device)
-    if kind != "hf":
-        training.pop("result", None)  # the trained model in memory: other engines read files
-    result = training.get("result")
-    if kind == "openai":
-        return _served_adapter(run, adapter)
-    # A merged model computes slightly differently from base + adapter: only the unmerged one in
-    # memory is what a resumed run (which loads base + adapter) would generate with.
-    if result is not None and result.merged_dir is None:
-        label = resolve_model(str(adapter)).label  # what LazyBackend would call it on a resume
-        from failtune.backends.hf import HFBackend
-
-        return HFBackend(
-            result.model,
-            result.tokenizer,
-            batch_size=run.config["validate"]["batch_size"],
-            label=label,
-        )
-    return load_backend(
-        str(adapter),
-        backend=o.backend,
-        dtype=o.dtype,
-        device=o.device,
-        batch_size=o.batch_size,
-        **o.engine(),
+def select_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """The round's model and each candidate answer the selection problems; the most accurate
+    candidate is copied to the round's adapter, where validation and the next round find it."""
+    problems = sweep.selection_problems(ctx.config)
+    out, val = ctx.plan.path(step), ctx.config.validate
+    opened = ctx.engines.backend(step.model, val)
+    base = [r["correct"] for r in _graded(ctx, opened, problems, out / "base", "select: base")]
+    trained = {ctx.plan[n].learning_rate: ctx.plan[n] for n in step.inputs}
+    scores = {}
+    for lr, t in trained.items():
+        folder = ctx.plan.path(t)
+        backend = ctx.engines.candidate(folder, val)
+        records = _graded(ctx, backend, problems, out / folder.name, f"select: {folder.name}")
+        scores[lr] = [r["correct"] for r in records]
+    training = {
+        lr: {
+            "final_loss": ctx.done[t.name].get("last_logged_loss"),
+            "steps": ctx.done[t.name].get("steps"),
+        }
+        for lr, t in trained.items()
+    }
+    outcome = {
+        "selection": sweep.describe(problems, ctx.config.extract.split),
+        **sweep.choose(base, scores, training),
+    }
+    adapter = ctx.plan.path(adapter_folder(step.round or 1))
+    shutil.rmtree(adapter, ignore_errors=True)
+    ignore = shutil.ignore_patterns("checkpoints")  # optimizer states: not part of the adapter
+    shutil.copytree(ctx.plan.path(trained[outcome["chosen"]]), adapter, ignore=ignore)
+    atomic_write_json(out / sweep.SELECTION, outcome)
+    note(
+        f"round {step.round}: learning rate {outcome['chosen']:g} chosen on the selection problems"
     )
+    return outcome
 
 
-def _served_adapter(run: Run, adapter: Path) -> OpenAIBackend:
-    """The adapter loaded into the server under a name unique to its weights (a resumed run,
-    or validation after a sweep's choice, finds it loaded); a backend that generates with it."""
-    from failtune.backends.openai import OpenAIBackend
-
-    server = OpenAIBackend.connect(
-        run.served, **generation_options(run.config, "validate").server()
-    )
-    digest = sha256_file(adapter / "adapter_model.safetensors")[:12]
-    return server.with_adapter(f"failtune-{digest}", adapter)
-
-
-def validate_step(
-    run: Run,
-    base_model: str,
-    candidate: Callable[[], Backend],
-    baseline_dir: Path,
-    vdir: Path,
-) -> dict[str, Any]:
+def validate_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """The round's adapter against the baseline's answers, knowing what the adapter was trained
+    on: its categories are marked trained (the others are forgetting checks), and its training
+    files are checked for overlap with the held-out prompts (an exact match is refused)."""
+    vdir, baseline = ctx.plan.path(step), ctx.plan.path(BASELINE)
     base_copy = vdir / "base"
     base_copy.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS, RESULTS_SOURCE):
-        shutil.copyfile(baseline_dir / name, base_copy / name)
-    options = generation_options(run.config, "validate", output_dir=str(vdir))
-    opened = candidate()  # opened only now: the adapter exists once the train step is done
+        shutil.copyfile(baseline / name, base_copy / name)
+    options = dataclasses.replace(ctx.config.validate, output_dir=str(vdir))
+    adapter = ctx.plan.path(adapter_folder(step.round or 1))
+    trained = training_info(adapter)
+    opened = ctx.engines.candidate(adapter, options)  # opened only now: the adapter exists
     result = validate(
         # Its answers are the baseline's; a server knows the model by the name it serves.
-        run.backend(base_model, options) if options.backend == "openai" else base_model,
+        ctx.engines.backend(step.model, options) if options.backend == "openai" else step.model,
         opened,
-        options,
-        task_options=run.config["tasks"],
-        show_progress=run.show_progress,
+        options=options,
+        task_options=ctx.config.tasks,
+        training=trained,
+        show_progress=ctx.show_progress,
     )
     return {"passed": result.passed, "engine": opened.info.record()}
 
 
-def select_step(
-    run: Run, rnd: Round, trained: dict[float, Path], select_dir: Path
-) -> dict[str, Any]:
-    """The base and each candidate answer the selection problems; the best one is kept."""
-    val = run.config["validate"]
-    problems = sweep.selection_problems(run.config)
-
-    def graded(backend: Backend, out: Path, label: str) -> list[bool]:
-        records = evaluate(
-            problems,
-            out,
-            backend=backend,
-            max_new_tokens=val["max_new_tokens"],
-            stop=tuple(val["stop"]),
-            show_progress=run.show_progress,
-            label=label,
-        )
-        return [r["correct"] for r in records]
-
-    opened = run.backend(rnd.model, generation_options(run.config, "validate"))
-    base = graded(opened, select_dir / "base", "select: base")
-    scores = {
-        lr: graded(candidate_backend(run, d, {}), select_dir / d.name, f"select: {d.name}")
-        for lr, d in trained.items()
-    }
-    steps = run.state["steps"]
-    training = {
-        lr: {
-            "final_loss": steps[f"round-{rnd.r}/train-{d.name}"].get("last_logged_loss"),
-            "steps": steps[f"round-{rnd.r}/train-{d.name}"].get("steps"),
-        }
-        for lr, d in trained.items()
-    }
-    outcome = {
-        "selection": sweep.describe(problems, run.config["extract"]["split"]),
-        **sweep.choose(base, scores, training),
-    }
-    shutil.rmtree(rnd.adapter, ignore_errors=True)
-    ignore = shutil.ignore_patterns("checkpoints")  # optimizer states: not part of the adapter
-    shutil.copytree(trained[outcome["chosen"]], rnd.adapter, ignore=ignore)
-    atomic_write_json(select_dir / sweep.SELECTION, outcome)
-    note(f"round {rnd.r}: learning rate {outcome['chosen']:g} chosen on the selection problems")
-    return outcome
+Work = Callable[[Step, Context], dict[str, Any]]
+INPUTS: dict[str, Work] = {
+    "extract": extract_inputs,
+    "baseline": baseline_inputs,
+    "train": train_inputs,
+    "select": select_inputs,
+    "validate": validate_inputs,
+}
+WORK: dict[str, Work] = {
+    "extract": extract_work,
+    "baseline": baseline_work,
+    "train": train_work,
+    "select": select_work,
+    "validate": validate_work,
+}

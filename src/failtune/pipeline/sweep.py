@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from failtune.config.run import RunConfig
 from failtune.evaluation.records import by_task, load_problems
 from failtune.tasks import Problem, Task, parse_categories, tasks_for
 from failtune.validation.stats import compare
@@ -27,20 +28,9 @@ HOW_CUT = (
 )
 
 
-def candidates(train: Mapping[str, Any]) -> list[float] | None:
-    """The learning rates of a sweep, smallest first; None when the run trains once."""
-    rates = train["learning_rate"]
-    return sorted(float(r) for r in rates) if isinstance(rates, list) else None
-
-
-def lr_name(lr: float) -> str:
-    """A step and folder name for one candidate: lr-2e-04."""
-    return f"lr-{lr:.0e}" if float(f"{lr:.0e}") == lr else f"lr-{lr:.6g}"
-
-
-def selection_problems(config: Mapping[str, Any]) -> list[tuple[Task, Problem]]:
+def selection_problems(config: RunConfig) -> list[tuple[Task, Problem]]:
     """The last `selection_size` problems of each task the run extracts from."""
-    size = config["train"]["selection_size"]
+    size = config.train.selection_size
     return [(task, p) for task, problems in _extract_split(config) for p in problems[-size:]]
 
 
@@ -59,10 +49,9 @@ def describe(problems: Sequence[tuple[Task, Problem]], split: str) -> dict[str, 
     }
 
 
-def config_problems(config: Mapping[str, Any]) -> list[str]:
+def config_problems(config: RunConfig) -> list[str]:
     """A sweep's own problems: distinct values, and selection problems nobody else uses."""
-    train = config["train"]
-    rates = train["learning_rate"]
+    rates = config.train.learning_rate
     if not isinstance(rates, list):
         return []
     if len(rates) < 2 or len(set(rates)) != len(rates):
@@ -70,40 +59,40 @@ def config_problems(config: Mapping[str, Any]) -> list[str]:
             f"[train] learning_rate: a sweep needs at least 2 different values, got {rates!r} "
             "(give one number to train once)"
         ]
-    ex, val, size = config["extract"], config["validate"], train["selection_size"]
-    validated = {t.name for c in parse_categories(val["categories"]) for t in tasks_for(c)}
+    ex, val, size = config.extract, config.validate, config.train.selection_size
+    validated = {t.name for c in parse_categories(val.categories) for t in tasks_for(c)}
     found = []
     for task, n in _split_sizes(config).items():
-        taken = n if ex["limit"] is None else min(ex["limit"], n)
-        what = "has no limit" if ex["limit"] is None else f"limit = {ex['limit']}"
+        taken = n if ex.limit is None else min(ex.limit, n)
+        what = "has no limit" if ex.limit is None else f"limit = {ex.limit}"
         if n == 0:
             continue
         if taken + min(size, n) > n:
             found.append(
                 f"[extract] {what}, which reaches into the learning-rate sweep's selection "
-                f"problems (the last {size} of {task}'s {n} {ex['split']} problems): set "
+                f"problems (the last {size} of {task}'s {n} {ex.split} problems): set "
                 f"[extract] limit to at most {max(n - size, 0)} or lower [train] selection_size"
             )
-        elif task in validated and val["split"] == ex["split"]:
-            tested = n if val["limit"] is None else min(val["limit"], n)
+        elif task in validated and val.split == ex.split:
+            tested = n if val.limit is None else min(val.limit, n)
             if tested + min(size, n) > n:
                 found.append(
-                    f"[validate] takes the first {tested} of {task}'s {n} {val['split']} "
+                    f"[validate] takes the first {tested} of {task}'s {n} {val.split} "
                     f"problems, which include the learning-rate sweep's selection problems "
                     f"(the last {size}): lower [validate] limit or [train] selection_size"
                 )
     return found
 
 
-def _split_sizes(config: Mapping[str, Any]) -> dict[str, int]:
+def _split_sizes(config: RunConfig) -> dict[str, int]:
     """Problems per extracted task in the extract split (the split is read, never the test)."""
     return {task.name: len(problems) for task, problems in _extract_split(config)}
 
 
-def _extract_split(config: Mapping[str, Any]) -> list[tuple[Task, list[Problem]]]:
+def _extract_split(config: RunConfig) -> list[tuple[Task, list[Problem]]]:
     """Every problem of the extract split (no limit), per task."""
-    ex = config["extract"]
-    return by_task(load_problems(ex["categories"], ex["split"], None, config["tasks"]))
+    ex = config.extract
+    return by_task(load_problems(ex.categories, ex.split, None, config.tasks))
 
 
 def choose(

@@ -1,7 +1,9 @@
-"""What `failtune report DIR` says about a run: the sections of report.md / report.html.
+"""`failtune report DIR`: report.md (with its plots as PNG files) and a self-contained
+report.html for a run folder or a validate folder.
 
-Each section reads the run's own files (run_state.json, validation.json, results, manifests) and
-adds blocks to a failtune.reporting.document.Document; nothing here lays out Markdown or HTML.
+Each section reads the run's own files (run_state.json, validation.json, results, manifests;
+where they are comes from the run's plan) and adds blocks to a failtune.reporting.document
+Document; the two formats are laid out there, from the same blocks.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.files import read_json
-from failtune.reporting import plots
+from failtune.files import atomic_write_text, read_json, read_jsonl
 from failtune.pipeline.cost import summarize_cost
-from failtune.reporting.document import Document
+from failtune.pipeline.plan import STATE, Plan, adapter_folder, recorded_plan
+from failtune.reporting import plots
+from failtune.reporting.document import Document, render_html, render_markdown
+from failtune.validation.forgetting import check_label
 
 _EXAMPLES = 3  # fixed and broken problems shown
 _SNIPPET = 280  # characters of a completion shown in the examples table
@@ -30,6 +34,7 @@ class _Source:
     steps: dict[str, Any]  # timed steps, for the cost section
     state: dict[str, Any] | None = None  # run_state.json of a run folder
     config: dict[str, Any] | None = None
+    plan: Plan | None = None
     gpu_hourly_usd: float | None = None
     api_usd_per_mtok: float | None = None
 
@@ -51,12 +56,14 @@ def build_report(
     if validation.get("judge"):
         _judge(doc, validation["judge"])
     _forgetting(doc, validation, tables, source.config)
-    _reasons(doc, base, cand, folder, source.state)
+    _reasons(doc, base, cand, source.plan)
     _examples(doc, base, cand)
-    if source.state is not None:
-        _rounds_and_loss(doc, folder, source.state)
+    if source.state is not None and source.plan is not None:
+        _rounds_and_loss(doc, source.plan, source.state)
+    kind_of = source.plan.kind_of if source.plan is not None else lambda name: name
     cost = summarize_cost(
         source.steps,
+        kind_of,
         gpu_hourly_usd=source.gpu_hourly_usd,
         api_usd_per_mtok=source.api_usd_per_mtok,
     )
@@ -68,8 +75,6 @@ def _read_source(
     folder: Path, gpu_hourly_usd: float | None, api_usd_per_mtok: float | None
 ) -> _Source:
     """A run folder's prices come from its config unless given here; a validate folder has none."""
-    from failtune.pipeline.runner import STATE
-
     state_path = folder / STATE
     if state_path.is_file():
         state = read_json(state_path)
@@ -83,6 +88,7 @@ def _read_source(
             steps=state["steps"],
             state=state,
             config=config,
+            plan=recorded_plan(folder, config),
             gpu_hourly_usd=(
                 gpu_hourly_usd if gpu_hourly_usd is not None else prices.get("gpu_hourly_usd")
             ),
@@ -139,6 +145,7 @@ def _paired(doc: Document, tables: dict[str, Any], *, reference: bool) -> None:
             "candidate acc",
             "Δ acc [95% CI]",
             "McNemar p",
+            "check",
         ],
         [
             [
@@ -151,6 +158,7 @@ def _paired(doc: Document, tables: dict[str, Any], *, reference: bool) -> None:
                 f"{s['candidate_accuracy']:.1%}",
                 f"{s['delta']:+.1%} [{s['delta_ci95'][0]:+.1%}, {s['delta_ci95'][1]:+.1%}]",
                 f"{s['mcnemar_p']:.2g}",
+                check_label(s),
             ]
             for cat, s in tables.items()
         ],
@@ -217,8 +225,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _results(path: Path) -> dict[str, dict[str, Any]]:
-    from failtune.files import read_jsonl
-
     return {r["id"]: r for r in read_jsonl(path)} if path.is_file() else {}
 
 
@@ -241,13 +247,10 @@ def _forgetting(
             ],
         )
         return
-    trained = None
-    if config is not None:
-        trained = {c.strip() for c in str(config["extract"]["categories"]).split(",")}
     rows = [
         [
             cat,
-            "?" if trained is None else ("yes" if cat in trained else "no"),
+            _trained_on(cat, s, config),
             f"{s['base_accuracy']:.1%}",
             f"{s['candidate_accuracy']:.1%}",
             f"{s['delta']:+.1%}",
@@ -257,7 +260,7 @@ def _forgetting(
         if cat != "overall"
     ]
     note = "Categories validated but not trained on show whether the tuning cost skills elsewhere."
-    if trained is None:
+    if all(r[1] == "?" for r in rows):
         note += " This folder does not record which categories were trained on."
     elif not any(r[1] == "no" for r in rows):
         note += (
@@ -266,6 +269,15 @@ def _forgetting(
         )
     doc.para(note)
     doc.table(["category", "trained on", "base acc", "candidate acc", "Δ acc", "McNemar p"], rows)
+
+
+def _trained_on(category: str, table: dict[str, Any], config: dict[str, Any] | None) -> str:
+    """yes / no as the validation recorded it; in a run folder made before validation recorded
+    it, whether the run extracted the category; else ?."""
+    trained = table.get("trained")
+    if trained is None and config is not None:
+        trained = category in {c.strip() for c in str(config["extract"]["categories"]).split(",")}
+    return "?" if trained is None else ("yes" if trained else "no")
 
 
 def _fmt(value: Any) -> str:
@@ -278,12 +290,12 @@ def _reasons(
     doc: Document,
     base: dict[str, dict[str, Any]],
     cand: dict[str, dict[str, Any]],
-    folder: Path,
-    state: dict[str, Any] | None,
+    plan: Plan | None,
 ) -> None:
     counts: dict[str, dict[str, int]] = {}
-    if state is not None:
-        summary = _read_json(folder / "round-1" / "extract" / "manifest.json").get("summary", {})
+    if plan is not None:
+        extract = plan.path(plan.in_round(1, "extract")[0])
+        summary = _read_json(extract / "manifest.json").get("summary", {})
         merged: Counter[str] = Counter()
         for s in summary.values():
             merged.update(s["failure_reasons"])
@@ -335,7 +347,7 @@ def _snip(text: str) -> str:
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 1] + "…"
 
 
-def _rounds_and_loss(doc: Document, folder: Path, state: dict[str, Any]) -> None:
+def _rounds_and_loss(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
     doc.heading("Rounds")
     doc.table(
         ["round", "gates", "Δ vs previous round", "McNemar p", "decision"],
@@ -351,9 +363,7 @@ def _rounds_and_loss(doc: Document, folder: Path, state: dict[str, Any]) -> None
         ],
     )
     last = state["rounds"][-1]["round"]
-    history = _read_json(folder / f"round-{last}" / "adapter" / "metrics.json").get(
-        "log_history", []
-    )
+    history = _read_json(plan.path(adapter_folder(last)) / "metrics.json").get("log_history", [])
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     if losses:
         doc.image("loss.png", f"training loss, round {last}", plots.loss_curve(losses))
@@ -387,3 +397,30 @@ def _cost(doc: Document, cost: Any) -> None:
         ],
     )
     doc.para("Assumptions: " + " ".join(cost.assumptions))
+
+
+REPORT_DIR = "report"
+
+
+def write_report(
+    folder: str | Path,
+    *,
+    gpu_hourly_usd: float | None = None,
+    api_usd_per_mtok: float | None = None,
+) -> list[Path]:
+    """Write <folder>/report/report.md with its PNGs, and report.html; returns both paths."""
+    doc = build_report(
+        Path(folder), gpu_hourly_usd=gpu_hourly_usd, api_usd_per_mtok=api_usd_per_mtok
+    )
+    target = Path(folder) / REPORT_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for kind, body in doc.blocks:
+        if kind == "img":
+            name, _, png = body
+            tmp = target / f".{name}.tmp"
+            tmp.write_bytes(png)
+            tmp.replace(target / name)
+    md, page = target / "report.md", target / "report.html"
+    atomic_write_text(md, render_markdown(doc))
+    atomic_write_text(page, render_html(doc))
+    return [md, page]

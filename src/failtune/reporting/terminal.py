@@ -1,25 +1,23 @@
 """Human-readable views of results: tables on the terminal (stdout), never the only copy.
 
-`write_report` is the entry to the file report; its content lives in failtune.reporting.report
-and its two formats in failtune.reporting.document, loaded only when a report is written
-(matplotlib is slow).
+The file report (report.md, report.html) is failtune.reporting.report.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from failtune.console import out
 from failtune.files import read_json
+from failtune.validation.forgetting import check_label
+from failtune.validation.paired import ValidationResult
 
 if TYPE_CHECKING:
     from failtune.evaluation.extraction import ExtractResult
     from failtune.pipeline.runner import RunResult
     from failtune.training.sft import TrainResult
-    from failtune.validation.paired import ValidationResult
 
 
 def print_extract(result: ExtractResult) -> None:
@@ -97,12 +95,8 @@ def validation_table(result: ValidationResult) -> Table:
 
 def _check(table: dict) -> str:
     """Trained categories show their gain; the others are forgetting checks."""
-    trained = table.get("trained")
-    if trained is None:
-        return ""
-    if trained:
-        return "trained"
-    return "[red]FORGETTING[/red]" if table.get("forgetting") else "forgetting: ok"
+    label = check_label(table)
+    return f"[red]{label}[/red]" if label == "FORGETTING" else label
 
 
 def print_validation(result: ValidationResult) -> None:
@@ -132,7 +126,8 @@ def print_validation(result: ValidationResult) -> None:
 def print_run(result: RunResult) -> None:
     """Per-round outcome and time per step (the report command draws the full picture)."""
     for name, step in result.state["steps"].items():
-        for c in step.get("candidates", []) if name.endswith("/select") else []:
+        selects = result.plan is not None and result.plan.kind_of(name) == "select"
+        for c in step.get("candidates", []) if selects else []:
             chosen = " ← chosen" if c["learning_rate"] == step["chosen"] else ""
             out.print(
                 f"{name}: lr {c['learning_rate']:g}: selection acc {c['accuracy']:.1%} "
@@ -155,8 +150,6 @@ def print_run(result: RunResult) -> None:
 
 def print_run_validation(result: RunResult) -> None:
     """The last round's paired table, read back from its validation.json."""
-    from failtune.validation.paired import ValidationResult
-
     if result.final_validation is None:
         return
     data = read_json(result.final_validation)
@@ -166,38 +159,6 @@ def print_run_validation(result: RunResult) -> None:
             data["categories"],
             data["gates"],
             data.get("unpaired_ids", 0),
+            data.get("overlap"),
         )
     )
-
-
-# ---- failtune report DIR: report.md (+ PNG files) and a self-contained report.html ----
-
-REPORT_DIR = "report"
-
-
-def write_report(
-    folder: str | Path,
-    *,
-    gpu_hourly_usd: float | None = None,
-    api_usd_per_mtok: float | None = None,
-) -> list[Path]:
-    """Write <folder>/report/report.md with its PNGs, and report.html; returns both paths."""
-    from failtune.files import atomic_write_text
-    from failtune.reporting.document import render_html, render_markdown
-    from failtune.reporting.report import build_report
-
-    doc = build_report(
-        Path(folder), gpu_hourly_usd=gpu_hourly_usd, api_usd_per_mtok=api_usd_per_mtok
-    )
-    target = Path(folder) / REPORT_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    for kind, body in doc.blocks:
-        if kind == "img":
-            name, _, png = body
-            tmp = target / f".{name}.tmp"
-            tmp.write_bytes(png)
-            tmp.replace(target / name)
-    md, page = target / "report.md", target / "report.html"
-    atomic_write_text(md, render_markdown(doc))
-    atomic_write_text(page, render_html(doc))
-    return [md, page]

@@ -118,9 +118,7 @@ def launch_command(
 
 def _import_path() -> str:
     """PYTHONPATH for the children: the failtune this process runs comes first."""
-    import failtune
-
-    here = str(Path(failtune.__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[2])  # src/failtune/training/launch.py → src
     return os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 

@@ -9,11 +9,11 @@ import os
 import re
 import shutil
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 from failtune.config.options import TrainOptions, build, record
 from failtune.console import note, progress_bar, silence, warn
@@ -29,11 +29,11 @@ from failtune.files import (
 from failtune.manifest import now, write_manifest
 from failtune.model_loading import (
     TRAIN_META,
-    ModelRef,
     load_model,
     load_tokenizer,
     pick_device,
     resolve_model,
+    save_merged,
 )
 from failtune.training import launch
 from failtune.training.mixing import mix_examples
@@ -110,10 +110,9 @@ def train(
     model_name: str,
     dataset_path: str | Path,
     output_dir: str | Path = "failtune-adapter",
-    options: TrainOptions | None = None,
     *,
+    options: TrainOptions | None = None,
     show_progress: bool = True,
-    loaded: tuple[Any, Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """LoRA-fine-tune `model_name` on the failures in `dataset_path` and save the adapter.
@@ -121,14 +120,13 @@ def train(
     `options` (failtune.config.options.TrainOptions; its fields may also be given as keywords) holds
     the hyperparameters. `dataset_path` may be a glob over several categories' files, combined by
     `mix`; `replay` adds already-solved examples as `replay_ratio` of the set
-    (failtune.training.mixing). `loaded` passes (model, tokenizer) of `model_name` already in
-    memory, to skip a reload; the adapter is then injected into that model. The progress bar (steps,
-    loss) joins a run's live view when one is open (console.live_view). `padding_free`: one row per
-    batch, attention never crossing examples (failtune.training.varlen). `report_to` names the
-    trackers TRL logs to (`tensorboard` writes into <output_dir>/tensorboard unless
-    TENSORBOARD_LOGGING_DIR is set). `num_processes` > 1 or an `accelerate_config` trains on several
-    processes started through accelerate (failtune.training.launch), `batch_size` being the
-    global batch; under `accelerate launch`/`torchrun` only the main process writes.
+    (failtune.training.mixing). The progress bar (steps, loss) joins a run's live view when one is
+    open (console.live_view). `padding_free`: one row per batch, attention never crossing examples
+    (failtune.training.varlen). `report_to` names the trackers TRL logs to (`tensorboard` writes
+    into <output_dir>/tensorboard unless TENSORBOARD_LOGGING_DIR is set). `num_processes` > 1 or an
+    `accelerate_config` trains on several processes started through accelerate
+    (failtune.training.launch), `batch_size` being the global batch; under `accelerate
+    launch`/`torchrun` only the main process writes.
     """
     import torch
 
@@ -154,9 +152,8 @@ def train(
     files = list(per_file) + ([Path(o.replay)] if o.replay else [])
     ref = resolve_model(model_name)
     out = output_folder(output_dir)
-    model, tokenizer, device = _model_and_tokenizer(
-        ref, loaded, o.dtype, launch.local_device(o.device)
-    )
+    device = pick_device(launch.local_device(o.device))
+    model, tokenizer = load_model(ref, dtype=o.dtype, device=device), load_tokenizer(ref)
     model.train()
     rows = to_sft_rows(examples, chat=bool(tokenizer.chat_template))
     steps_per_epoch = math.ceil(len(rows) / (o.batch_size * o.gradient_accumulation_steps))
@@ -226,17 +223,6 @@ def _write_record(
     )
 
 
-def _model_and_tokenizer(
-    ref: ModelRef, loaded: tuple[Any, Any] | None, dtype: str, device: str
-) -> tuple[Any, Any, str]:
-    """(model, tokenizer, device): the pair a caller already holds in memory, else loaded."""
-    if loaded is not None:
-        model, tokenizer = loaded
-        return model, tokenizer, str(model.device)
-    device = pick_device(device)
-    return load_model(ref, dtype=dtype, device=device), load_tokenizer(ref), device
-
-
 def _launched_result(out: Path, merged: bool, seconds: float) -> TrainResult:
     """What the processes of a launched training wrote, read back (the model stays on disk)."""
     metrics = read_json(out / "metrics.json")
@@ -304,7 +290,7 @@ def _fit(
 
     # transformers' TensorBoard callback reads its folder from the environment when created.
     logs = tensorboard_dir(Path(config.output_dir).parent)
-    with patch.dict(os.environ, {"TENSORBOARD_LOGGING_DIR": str(logs)}):
+    with _environment(TENSORBOARD_LOGGING_DIR=str(logs)):
         trainer = SFTTrainer(
             model=model,
             args=config,
@@ -367,6 +353,21 @@ def _save(
     return metrics, save_merged(trained, tokenizer, out / "merged"), out / "merged"
 
 
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables set for the duration of a block, restored after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def tensorboard_dir(output_dir: Path) -> Path:
     """Where training's TensorBoard events go; a TENSORBOARD_LOGGING_DIR the user set wins."""
     return Path(os.environ.get("TENSORBOARD_LOGGING_DIR") or output_dir / "tensorboard")
@@ -416,15 +417,6 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     for name in sorted(names, key=lambda n: n == "adapter_config.json"):
         os.replace(scratch / name, out / name)
     scratch.rmdir()
-
-
-def save_merged(model: Any, tokenizer: Any, target: Path) -> Any:
-    """Fold the adapter into the weights for serving without PEFT (vLLM, llama.cpp conversion)."""
-    merged = model.merge_and_unload()
-    with writing_into(target):
-        merged.save_pretrained(str(target))
-        tokenizer.save_pretrained(str(target))
-    return merged
 
 
 def _progress_callback(bar: Any) -> Any:

@@ -1,5 +1,6 @@
 """Experiment trackers: training metrics go through TRL/transformers' own integrations, and a
-run's validation table, gates and cost join the same tracking run as summary metrics.
+run's validation table, gates and cost join the same tracking run as summary metrics
+(failtune.pipeline.rounds sends them).
 
 Summary metrics are written for TensorBoard (scalars in the training's log folder, at the last
 training step). wandb, mlflow and trackio receive the training metrics only.
@@ -61,42 +62,6 @@ def summary_metrics(
         if value is not None:
             metrics[f"cost/{key}"] = float(value)
     return metrics
-
-
-def track_round(
-    config: Mapping[str, Any],
-    steps: Mapping[str, Mapping[str, Any]],
-    r: int,
-    log_dir: Path,
-    validation: Mapping[str, Any],
-) -> None:
-    """A `failtune run` round's validation table, gates and cost so far, into the tracking run
-    its training wrote to (at the training's last step)."""
-    from failtune.reporting.cost import summarize_cost
-
-    trackers = parse_report_to(config["train"]["report_to"])
-    if not trackers:
-        return
-    cost = summarize_cost(
-        steps,
-        gpu_hourly_usd=config["cost"]["gpu_hourly_usd"],
-        api_usd_per_mtok=config["cost"]["api_usd_per_mtok"],
-    )
-    figures: dict[str, float | None] = {f"{step}_seconds": sec for step, sec, _ in cost.rows}
-    figures |= {
-        "total_seconds": cost.total_seconds,
-        "machine_usd": cost.machine_usd,
-        "api_usd": cost.api_usd,
-    }
-    log_summary(trackers, log_dir, summary_metrics(validation, figures), _trained_steps(steps, r))
-
-
-def _trained_steps(steps: Mapping[str, Mapping[str, Any]], r: int) -> int:
-    """Optimizer steps of round r's adapter: its train step's, or the chosen one's of a sweep."""
-    if f"round-{r}/train" in steps:
-        return steps[f"round-{r}/train"]["steps"]
-    select = steps[f"round-{r}/select"]
-    return next(c["steps"] for c in select["candidates"] if c["learning_rate"] == select["chosen"])
 
 
 def log_summary(

@@ -68,3 +68,14 @@ def mark_forgetting(tables: dict[str, dict[str, Any]], trained: Sequence[str] | 
             continue
         table["trained"] = category in trained
         table["forgetting"] = not table["trained"] and table["delta_ci95"][1] < 0
+
+
+def check_label(table: dict[str, Any]) -> str:
+    """The check column of a category: trained, or a forgetting check that passed or failed
+    ("" when it is not known what the candidate was trained on)."""
+    trained = table.get("trained")
+    if trained is None:
+        return ""
+    if trained:
+        return "trained"
+    return "FORGETTING" if table.get("forgetting") else "forgetting: ok"

@@ -103,10 +103,11 @@ def _category_of_id(problem_id: str) -> str:
 def validate(
     base: str | Backend | None = None,
     candidate: str | Backend | None = None,
-    options: ValidateOptions | None = None,
     *,
+    options: ValidateOptions | None = None,
     task_options: TaskOptions | None = None,
     server: Mapping[str, Any] | None = None,
+    training: TrainingInfo | None = None,
     show_progress: bool = True,
     **overrides: Any,
 ) -> ValidationResult:
@@ -123,6 +124,8 @@ def validate(
     compares the candidate with a reference model's completions file instead of the base;
     `judge_url`/`judge_model` also ask an OpenAI-compatible judge which answer of each pair is
     better (gates can use `judge.*`).
+    `training` says what an opened candidate (a Backend, which has no training record to read)
+    was trained on.
     """
     o = build(ValidateOptions, options, overrides)
     categories = with_custom(o.categories, o.task_file, "math")
@@ -138,7 +141,7 @@ def validate(
     }
     # Started now: code that cannot be sandboxed is refused before a model loads.
     sandbox = sandbox_of(t for problems, _ in inputs.values() for t, _ in problems)
-    trained = training_info(candidate, o.trained_categories, o.train_data)
+    trained = training or training_info(candidate, o.trained_categories, o.train_data)
     overlap = _check_overlap(trained, inputs, o.allow_overlap)
     open_model = functools.partial(
         load_backend,
