@@ -18,7 +18,8 @@ from failtune.cli import main
 from failtune.evaluation.records import load_problems
 from failtune.pipeline import estimate
 from failtune.pipeline.config import load_config, resolve_config
-from failtune.pipeline.estimate import (
+from failtune.pipeline.plan import build_plan
+from failtune.pipeline.timing import (
     GenSample,
     StepCosts,
     extrapolate,
@@ -26,7 +27,6 @@ from failtune.pipeline.estimate import (
     spread,
     training_plan,
 )
-from failtune.pipeline.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
