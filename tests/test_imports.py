@@ -113,19 +113,23 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _path_through(group: list[str], graph: dict[str, set[str]]) -> list[str]:
-    """A closed path a → … → a inside one strongly connected group (for the failure message)."""
+    """The shortest closed path a → … → a inside one strongly connected group (breadth first),
+    for the failure message."""
     members, start = set(group), group[0]
-    path, seen = [start], {start}
-    while True:
-        nxt = sorted(graph[path[-1]] & members)
-        back = [n for n in nxt if n == start]
-        if back and len(path) > 1:
-            return [*path, start]
-        fresh = [n for n in nxt if n not in seen] or nxt
-        path.append(fresh[0])
-        seen.add(fresh[0])
-        if len(path) > len(group) + 1:
-            return [*group, start]
+    came_from: dict[str, str] = {}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph[node] & members):
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), start]
+            if nxt not in came_from:
+                came_from[nxt] = node
+                queue.append(nxt)
+    return [*group, start]
 
 
 def test_failtune_has_no_import_cycle() -> None:

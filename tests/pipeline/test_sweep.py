@@ -58,11 +58,8 @@ def test_a_list_of_rates_is_a_sweep_in_the_file_and_in_set() -> None:
     # YAML reads 1e-4 as a number (PyYAML alone would make it the string "1e-4").
     assert parse_override("train.learning_rate=1e-4") == ("train.learning_rate", 1e-4)
     key, value = parse_override("train.learning_rate=[1e-4,3e-4]")
-    assert resolve_config(gsm8k, {key: value})["train"]["learning_rate"] == [
-        1e-4,
-        3e-4,
-    ]
-    assert resolve_config({"model": HUB_ID})["train"]["learning_rate"] == 2e-4
+    assert resolve_config(gsm8k, {key: value}).train.learning_rate == [1e-4, 3e-4]
+    assert resolve_config({"model": HUB_ID}).train.learning_rate == 2e-4
 
 
 @pytest.mark.parametrize(
@@ -130,7 +127,7 @@ def test_extraction_may_stop_right_before_the_selection_problems() -> None:
         "extract": {"categories": "arith", "limit": 14},
         "train": {"learning_rate": [1e-4, 3e-4], "selection_size": 6},
     }
-    assert resolve_config(config)["extract"]["limit"] == 14
+    assert resolve_config(config).extract.limit == 14
 
 
 def test_the_choice_is_the_most_accurate_ties_to_the_smaller_rate() -> None:
@@ -198,7 +195,7 @@ def test_a_sweep_chooses_before_reading_the_test_split_and_resumes(
     real_train = train_module.train
 
     def killed_at_the_second_rate(*args: Any, **kw: Any) -> Any:
-        if args[3].learning_rate == RATES[1]:
+        if kw["options"].learning_rate == RATES[1]:
             raise KeyboardInterrupt
         return real_train(*args, **kw)
 
