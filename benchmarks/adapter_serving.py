@@ -30,8 +30,8 @@ def main() -> None:
 
     from failtune.backends.hf import HFBackend
     from failtune.backends.vllm import VLLMBackend, close_engine, open_engine, served_path
-    from failtune.evaluation import evaluate, load_problems
-    from failtune.models import load_tokenizer, merged_folder, resolve_model
+    from failtune.evaluation.records import evaluate, load_problems
+    from failtune.model_loading import load_tokenizer, merged_folder, resolve_model
 
     problems = load_problems("arith", "test", args.problems, {"arith": {"seed": 0}})
     ref = resolve_model(args.adapter)

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 from failtune.backends.hf import HFBackend
-from failtune.evaluation import evaluate, load_problems
-from failtune.extract import extract
-from failtune.report import print_extract, print_validation
-from failtune.train import train
-from failtune.validate import validate
+from failtune.evaluation.extraction import extract
+from failtune.evaluation.records import evaluate, load_problems
+from failtune.reporting.terminal import print_extract, print_validation
+from failtune.training.sft import train
+from failtune.validation.paired import validate
 
 MODEL = "builtin:smollm2"
 

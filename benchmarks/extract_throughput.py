@@ -41,9 +41,9 @@ import torch
 
 from failtune.backends import Backend
 from failtune.backends.hf import HFBackend, prompt_ids
-from failtune.extract import extract
+from failtune.evaluation.extraction import extract
 from failtune.manifest import package_versions
-from failtune.models import gguf_as_folder, resolve_model, smollm2_gguf
+from failtune.model_loading import gguf_as_folder, resolve_model, smollm2_gguf
 from failtune.tasks.gsm8k import GSM8K
 
 MODEL = "builtin:smollm2"

@@ -60,8 +60,8 @@ def serve(port: int, latency: float, golds: dict[str, str]) -> None:
 
 def pairs_and_truth(n: int) -> tuple[list[Any], dict[str, int], dict[str, str]]:
     """Candidate right where i % 3 != 0, reference right where i is even."""
-    from failtune.judge import Pair
     from failtune.tasks.gsm8k import GSM8K
+    from failtune.validation.judge import Pair
 
     pairs, truth = [], {"wins": 0, "ties": 0, "losses": 0}
     problems = GSM8K().load("test")[:n]
@@ -79,7 +79,7 @@ def pairs_and_truth(n: int) -> tuple[list[Any], dict[str, int], dict[str, str]]:
 
 
 def judged(url: str, pairs: list[Any], concurrency: int) -> tuple[float, dict[str, Any]]:
-    from failtune.judge import Judge, judge_pairs
+    from failtune.validation.judge import Judge, judge_pairs
 
     judge = Judge(url, "stub", max_concurrency=concurrency, verdict_format="text")
     with tempfile.TemporaryDirectory() as folder:

@@ -24,7 +24,6 @@ failure's training example holds (labelled `gsm8k-train-solutions` in the JSON).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -60,9 +59,8 @@ def measure(data: Path, padding_free: bool, batch_size: int, steps: int, seed: i
     """One training run in this process: per-step losses, batch shapes, time, peak RSS."""
     from trl.trainer import sft_trainer
 
-    from failtune.train import train
-
-    module = importlib.import_module("failtune.train")  # the package exports train() by that name
+    from failtune.training import sft as module
+    from failtune.training.sft import train
 
     # Instrumentation of this process only: record each collated batch's shape, log every step.
     shapes: list[tuple[int, int, int]] = []  # per collated batch: examples, longest, real tokens

@@ -90,7 +90,7 @@ def require_llama_cpp() -> None:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """llama-cpp-python's OpenAI-compatible server with SmolLM2 on a free 127.0.0.1 port."""
     require_llama_cpp()
-    from failtune.models import smollm2_gguf
+    from failtune.model_loading import smollm2_gguf
 
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     server = LlamaServer(smollm2_gguf(), log).start()
@@ -101,7 +101,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     require_smollm2()
-    from failtune.models import load_tokenizer, resolve_model
+    from failtune.model_loading import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model("builtin:smollm2"))
 

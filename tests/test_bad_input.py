@@ -117,7 +117,7 @@ class Env:
         """
         from conftest import ScriptedBackend
 
-        from failtune.extract import extract
+        from failtune.evaluation.extraction import extract
 
         dirs = [self.path(f"shard{i}") for i in range(2)]
         for i, d in enumerate(dirs):
@@ -140,7 +140,7 @@ class Env:
         `spoil` is appended to its base results; `report_file` puts a file where the report
         folder goes.
         """
-        from failtune.validate import validate
+        from failtune.validation.paired import validate
 
         other = [{**r, "completion": "The answer is 1."} for r in GOOD]
         out = self.path("val")
@@ -608,7 +608,7 @@ def _broken_weights(env: Env) -> str:
 def _cut_smollm2(env: Env) -> str:
     """The first 64 KB of the real SmolLM2 GGUF, as a download cut short leaves it."""
     require_smollm2()
-    from failtune.models import smollm2_gguf
+    from failtune.model_loading import smollm2_gguf
 
     with smollm2_gguf().open("rb") as f:
         return env.file("cut.gguf", f.read(1 << 16))

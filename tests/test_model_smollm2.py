@@ -9,7 +9,7 @@ import pytest
 from helpers import read_jsonl
 
 from failtune.cli import main
-from failtune.extract import extract
+from failtune.evaluation.extraction import extract
 
 pytestmark = pytest.mark.model
 REASONS = {"correct", "wrong_answer", "no_answer", "truncated"}

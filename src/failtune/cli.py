@@ -1,8 +1,8 @@
 """Command line: parses arguments and calls the Python API; nothing else lives here.
 
-The options of extract, train, validate and run are declared once in failtune.options; the
+The options of extract, train, validate and run are declared once in failtune.config.options; the
 parsers here add them with `add_flags`, and only the arguments that are not options (models,
-folders) are written out. Flags are checked whole before any work starts (failtune.checks).
+folders) are written out. Flags are checked whole before any work starts (failtune.preflight).
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from failtune import checks
-from failtune.console import quiet_libraries
-from failtune.errors import FailtuneError, describe_os_error
-from failtune.options import (
+from failtune import preflight as checks
+from failtune.config.options import (
     EPILOG,
     SECTIONS,
     CostOptions,
@@ -35,6 +33,8 @@ from failtune.options import (
     value_problems,
     with_custom,
 )
+from failtune.console import quiet_libraries
+from failtune.errors import FailtuneError, describe_os_error
 
 MODEL_HELP = (
     "hub id, local folder, .gguf file, LoRA adapter folder, or builtin:smollm2 (the embedded "
@@ -221,8 +221,8 @@ def _checked(problems: list[str]) -> None:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from failtune.extract import extract
-    from failtune.report import print_extract
+    from failtune.evaluation.extraction import extract
+    from failtune.reporting.terminal import print_extract
 
     opts = from_args(ExtractOptions, args)
     problems = value_problems(opts)
@@ -234,13 +234,15 @@ def _run_extract(args: argparse.Namespace) -> int:
         if opts.backend != "openai":
             problems += checks.model_problems(args.model_path, "--model-path")
     _checked(problems)
-    print_extract(extract(args.model_path, args.output_dir, opts, show_progress=args.progress))
+    print_extract(
+        extract(args.model_path, args.output_dir, options=opts, show_progress=args.progress)
+    )
     return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from failtune.report import print_train
-    from failtune.train import train
+    from failtune.reporting.terminal import print_train
+    from failtune.training.sft import train
 
     opts = from_args(SECTIONS["train"], args)
     problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
@@ -249,15 +251,19 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     _checked(problems)
     result = train(
-        args.model_name, args.dataset_path, args.output_dir, opts, show_progress=args.progress
+        args.model_name,
+        args.dataset_path,
+        args.output_dir,
+        options=opts,
+        show_progress=args.progress,
     )
     print_train(result)
     return 0
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from failtune.report import print_validation
-    from failtune.validate import validate
+    from failtune.reporting.terminal import print_validation
+    from failtune.validation.paired import validate
 
     opts = from_args(ValidateOptions, args)
     categories = with_custom(opts.categories, opts.task_file, "math")
@@ -274,36 +280,50 @@ def _run_validate(args: argparse.Namespace) -> int:
         problems += checks.model_problems(args.base, "--base")
         problems += checks.model_problems(args.candidate, "--candidate", args.base)
     _checked(problems)
-    result = validate(args.base, args.candidate, opts, show_progress=args.progress)
+    result = validate(args.base, args.candidate, options=opts, show_progress=args.progress)
     print_validation(result)
     return 0 if result.passed else 1
 
 
-def _run_run(args: argparse.Namespace) -> int:
-    from failtune import report
-    from failtune.pipeline import run_pipeline
-    from failtune.runconfig import load_config, parse_override, resolve_config
+def given_flags(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The config keys of the flags of `cls` the user gave (a flag left unset overrides nothing)."""
+    return {
+        f"{prefix}{f.name}": getattr(args, f.name)
+        for f in fields(cls)
+        if getattr(args, f.name, None) is not None
+    }
+
+
+def run_config(args: argparse.Namespace) -> Any:
+    """The run config: defaults < the config file < --set < the flags given."""
+    from failtune.pipeline.config import load_config, parse_override, resolve_config
 
     overrides = dict(parse_override(text) for text in args.set)
-    overrides |= {f.name: getattr(args, f.name) for f in fields(RunOptions)}
-    overrides |= {f"cost.{f.name}": getattr(args, f.name) for f in fields(CostOptions)}
-    config = resolve_config(load_config(args.config), overrides)
-    if args.estimate:
-        from failtune.estimate import estimate_run, format_estimate
+    overrides |= given_flags(args, RunOptions) | given_flags(args, CostOptions, "cost.")
+    return resolve_config(load_config(args.config), overrides)
 
-        estimate = estimate_run(config, gpu_hourly_usd=config["cost"]["gpu_hourly_usd"])
-        print(format_estimate(estimate))
+
+def _run_run(args: argparse.Namespace) -> int:
+    from failtune.pipeline.runner import run_pipeline
+    from failtune.reporting import terminal
+    from failtune.reporting.report import write_report
+
+    config = run_config(args)
+    if args.estimate:
+        from failtune.pipeline.estimate import estimate_run, format_estimate
+
+        print(format_estimate(estimate_run(config, gpu_hourly_usd=config.cost.gpu_hourly_usd)))
         return 0
     result = run_pipeline(config, show_progress=args.progress)
-    report.print_run_validation(result)
-    report.print_run(result)
-    paths = report.write_report(result.output_dir)
+    terminal.print_run_validation(result)
+    terminal.print_run(result)
+    paths = write_report(result.output_dir)
     print(f"report: {', '.join(str(p) for p in paths)}")
     return 0 if result.passed else 1
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from failtune.report import write_report
+    from failtune.reporting.report import write_report
 
     costs = from_args(CostOptions, args)
     _checked(value_problems(costs))
@@ -313,8 +333,8 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from failtune.merge import merge
-    from failtune.report import print_extract
+    from failtune.evaluation.sharding import merge
+    from failtune.reporting.terminal import print_extract
 
     print_extract(merge(args.shard_dirs, args.output_dir))
     return 0

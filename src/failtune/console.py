@@ -73,7 +73,7 @@ def live_view(enabled: bool = True) -> Iterator[Progress]:
             _shared = None
 
 
-# In the processes of a multi-process training (failtune.launch), messages start with this
+# In the processes of a multi-process training (failtune.training.launch), messages start with this
 # mark, so the launching process can pass them on and keep the launchers' own output in a log.
 LAUNCH_MARK = "\x1e"
 MARK = LAUNCH_MARK if os.environ.get("FAILTUNE_LAUNCHED") else ""

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from failtune.console import note
-from failtune.pipeline import RunResult, run_pipeline
-from failtune.report import print_run, print_run_validation, write_report
-from failtune.runconfig import resolve_config
+from failtune.pipeline.config import resolve_config
+from failtune.pipeline.runner import RunResult, run_pipeline
+from failtune.reporting.report import write_report
+from failtune.reporting.terminal import print_run, print_run_validation
 
 DEMO_GATES = ["arith.delta>0", "arith.mcnemar_p<0.01"]
 

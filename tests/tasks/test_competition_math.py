@@ -15,7 +15,7 @@ from helpers import read_jsonl, write_completions
 
 from failtune.backends import GenParams, apply_stop_rules
 from failtune.cli import main
-from failtune.extract import extract
+from failtune.evaluation.extraction import extract
 from failtune.grading.latex import boxes
 from failtune.tasks import parse_categories, tasks_for
 from failtune.tasks.competition_math import DATA_DIR, MATH500_IDS, HendrycksMath, Math500

@@ -124,7 +124,7 @@ class LazyBackend:
     def __init__(
         self, model: str, *, base: str | None = None, kind: str = "hf", **options: Any
     ) -> None:
-        from failtune.models import resolve_model
+        from failtune.model_loading import resolve_model
 
         self._spec, self._base, self._kind, self._options = model, base, kind, options
         self._opened: Backend | None = None

@@ -17,7 +17,7 @@ from failtune.backends.rolling import (
     use_grouped_attention,
 )
 from failtune.errors import FailtuneError
-from failtune.models import load_model, load_tokenizer, resolve_model
+from failtune.model_loading import load_model, load_tokenizer, resolve_model
 
 _TAIL_TOKENS = 48  # how much of each sequence's end the stop check decodes per step
 _CHUNK_BATCHES = 8  # prompts per independently scheduled chunk, in batches: the resume unit

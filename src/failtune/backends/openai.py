@@ -341,7 +341,7 @@ def _template_renderer(model: str | None) -> Callable[[str], str] | None:
     if not model:
         return None
     from failtune.backends.hf import render as render_chat
-    from failtune.models import load_tokenizer, resolve_model
+    from failtune.model_loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(model))
     if not tokenizer.chat_template:

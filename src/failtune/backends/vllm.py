@@ -14,7 +14,7 @@ turn right after the answer, so the waste is small there.
 
 vLLM cannot read a quantised GGUF on every platform (on CPU not at all), so a GGUF model,
 `builtin:smollm2` included, is dequantised once into a cached safetensors folder
-(`failtune.models.gguf_as_folder`) and served from there.
+(`failtune.model_loading.gguf_as_folder`) and served from there.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from failtune.backends import (
 )
 from failtune.errors import FailtuneError
 from failtune.files import read_json
-from failtune.models import (
+from failtune.model_loading import (
     ModelRef,
     gguf_as_folder,
     load_tokenizer,

@@ -1,0 +1,216 @@
+"""`failtune run`: configs, step skipping by input hash, resume, rounds; on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import arith_training_file
+from safetensors.torch import load_file
+
+from failtune.backends import GenParams
+from failtune.cli import main
+from failtune.demo import demo_config
+from failtune.errors import FailtuneError
+from failtune.pipeline.config import load_config, parse_override, resolve_config
+from failtune.pipeline.plan import STATE
+from failtune.tasks.arith import Arith
+from failtune.training.sft import last_complete_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_toml_is_the_demo() -> None:
+    from_file = resolve_config(load_config(ROOT / "examples" / "demo.toml"))
+    assert from_file == resolve_config(demo_config())
+
+
+def test_seed_plan_config_reads() -> None:
+    config = resolve_config(load_config(ROOT / "examples" / "seed-plan.toml"))
+    assert config.run.model == "Qwen/Qwen2.5-7B-Instruct"
+    assert config.train.num_train_epochs == 2.0
+    assert config.validate.gates == ["math.ties>=60%", "math.wins>=16%", "math.losses<20%"]
+
+
+def test_yaml_config_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\nextract:\n  categories: arith\n  limit: 5\ntrain:\n  lora_r: 4\n")
+    config = resolve_config(
+        load_config(path),
+        dict([parse_override("train.lora_r=8"), ("rounds", 3)]),
+    )
+    assert config.train.lora_r == 8 and config.run.rounds == 3 and config.run.seed == 0
+    assert config.validate.categories == "arith"  # defaults to what was extracted
+    assert config.extract.limit == 5 and config.train.learning_rate == 2e-4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('model = "m"\n[train]\nlearning_rte = 1\n', "learning_rte"),
+        ('model = "m"\nround = 2\n', "unknown config key 'round'"),
+        ("[train]\n", "needs a model"),
+        ('model = "m"\nrounds = 0\n', "rounds must be"),
+        ("model = \n", "not a valid config"),
+    ],
+)
+def test_config_mistakes_are_one_sentence(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(FailtuneError, match=message):
+        resolve_config(load_config(path))
+
+
+def test_resumed_generation_rebuilds_the_same_batches(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers depend on the rows decoded together, so a resume repeats the uninterrupted
+    schedule chunk by chunk: a chunk all done is not decoded again, a chunk partly done is
+    decoded whole, and only the prompts not done are yielded, each once, with the same answer."""
+    from failtune.backends import hf
+
+    calls: list[int] = []  # prompts per decode_greedy call: one call per scheduled chunk
+    decode = hf.decode_greedy
+
+    def counted(model: Any, prompts: Any, **kw: Any) -> Any:
+        calls.append(len(prompts))
+        return decode(model, prompts, **kw)
+
+    monkeypatch.setattr(hf, "decode_greedy", counted)
+    backend = hf.HFBackend.load(str(tiny_model_dir), batch_size=2, device="cpu")
+    prompts = [p.prompt for p in Arith(size=40).load("train")]
+    params = GenParams(max_new_tokens=6)
+    full, chunk_of = {}, {}
+    for batch in backend.stream(prompts, params):
+        for i, gen in batch:
+            full[i], chunk_of[i] = gen, len(calls) - 1
+    whole = list(calls)
+    assert len(whole) >= 3 and sorted(full) == list(range(len(prompts)))
+    first, second = (sorted(i for i, c in chunk_of.items() if c == n) for n in (0, 1))
+    done = set(first) | set(second[::2])
+
+    calls.clear()
+    yielded = [(i, gen) for batch in backend.stream(prompts, params, skip=done) for i, gen in batch]
+    assert calls == whole[1:]  # the first chunk, all done, is not decoded again
+    assert sorted(i for i, _ in yielded) == sorted(set(range(len(prompts))) - done)
+    assert all(gen == full[i] for i, gen in yielded)
+
+
+def test_training_resumed_from_a_checkpoint_ends_with_the_same_adapter(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    data = arith_training_file(tmp_path / "arith_training_ready.jsonl")
+    options = {"num_train_epochs": 2, "batch_size": 4, "save_steps": 1, "show_progress": False}
+    train(str(tiny_model_dir), data, tmp_path / "whole", **options)
+    expected = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+
+    # The same run killed while saving its last checkpoint, then restarted.
+    partial = tmp_path / "partial"
+    shutil.copytree(tmp_path / "whole", partial)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (partial / name).unlink()
+    steps = sorted(int(p.name[11:]) for p in (partial / "checkpoints").glob("checkpoint-*"))
+    newest = partial / "checkpoints" / f"checkpoint-{steps[-1]}"
+    (newest / "trainer_state.json").write_text('{"half')  # killed while saving
+    assert last_complete_checkpoint(partial / "checkpoints") == (
+        partial / "checkpoints" / f"checkpoint-{steps[-2]}"
+    )
+    assert not newest.exists()
+    train(str(tiny_model_dir), data, partial, **options)
+    resumed = load_file(partial / "adapter_model.safetensors")
+    assert resumed.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert (resumed[key] == tensor).all(), key
+
+
+def tiny_config(tmp_path: Path, model: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 2\nbackend = "hf"\n'
+        "[tasks.arith]\nsize = 20\n"
+        '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
+        "[train]\nnum_train_epochs = 1\nbatch_size = 4\nsave_steps = 1\n"
+        "[validate]\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n"
+        'gates = ["arith.losses<=50%"]\n'
+    )
+    return path
+
+
+def test_run_skips_unchanged_steps_and_redoes_changed_ones(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config(tmp_path, tiny_model_dir)
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--no-progress"]) == 0
+    log = capsys.readouterr().err  # without bars, a log still says where the run is
+    assert "round-1/train: started" in log and "round-1/validate: done in" in log
+    state = json.loads((run / STATE).read_text())
+    names = ["round-1/extract", "baseline", "round-1/train", "round-1/validate"]
+    assert list(state["steps"]) == names
+    assert all(state["steps"][n]["status"] == "done" for n in names)
+    # A random model answers nothing right: no gain, so round 2 is not started.
+    assert [r["round"] for r in state["rounds"]] == [1]
+    assert state["rounds"][0]["next"] == "stop: the gain over the previous round is not significant"
+    extract = state["steps"]["round-1/extract"]
+    assert extract["problems"] == 6 and extract["prompt_tokens"] > 6 * 20
+    assert extract["completion_tokens"] == 6 * 8
+    for name in ("report.md", "report.html", "wtl.png", "accuracy.png", "reasons.png"):
+        assert (run / "report" / name).is_file(), name
+    # Validation knows what the round trained: arith is marked, and the overlap check ran.
+    validation = json.loads((run / "round-1" / "validate" / "validation.json").read_text())
+    assert validation["categories"]["arith"]["trained"] is True
+    assert validation["trained_categories"] == ["arith"]
+    assert validation["overlap"]["categories"]["arith"]["exact"] == 0
+    assert "| trained |" in (run / "report" / "report.md").read_text()
+
+    assert main(["run", str(config), "--no-progress"]) == 0
+    again = json.loads((run / STATE).read_text())
+    assert [again["steps"][n]["finished"] for n in names] == [
+        state["steps"][n]["finished"] for n in names
+    ]
+
+    assert main(["run", str(config), "--no-progress", "--set", "train.lora_r=4"]) == 0
+    changed = json.loads((run / STATE).read_text())
+    for n in ("round-1/extract", "baseline"):
+        assert changed["steps"][n]["finished"] == state["steps"][n]["finished"]
+    assert changed["steps"]["round-1/train"]["hash"] != state["steps"]["round-1/train"]["hash"]
+    adapter = json.loads((run / "round-1" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4
+
+    # The engine is no input of any step: another one keeps every finished step.
+    assert (
+        main(["run", str(config), "--no-progress", "--set", "train.lora_r=4", "--backend", "auto"])
+        == 0
+    )
+    switched = json.loads((run / STATE).read_text())
+    for n in names:
+        assert switched["steps"][n]["hash"] == changed["steps"][n]["hash"], n
+        assert switched["steps"][n]["finished"] == changed["steps"][n]["finished"], n
+    assert switched["config"]["backend"] == "auto"
+    for n in ("round-1/extract", "baseline", "round-1/validate"):
+        assert switched["steps"][n]["engine"]["backend"] == "hf", n
+
+
+def test_run_refuses_a_training_file_holding_a_test_prompt(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `failtune validate` does: validating on a prompt the model was trained on measures
+    memorisation, so the run stops with one sentence (here the replay file holds one)."""
+    test_prompt = Arith(size=20, seed=0).load("test")[0].prompt
+    replay = tmp_path / "replay.jsonl"
+    replay.write_text(json.dumps({"instruction": test_prompt, "output": "The answer is 1."}) + "\n")
+    config = tiny_config(tmp_path, tiny_model_dir)
+    config.write_text(
+        config.read_text()
+        .replace("rounds = 2", "rounds = 1")
+        .replace("[train]\n", f'[train]\nreplay = "{replay}"\nreplay_ratio = 0.5\n')
+    )
+    assert main(["run", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("failtune: error: 1 evaluation problems (e.g. arith/test/")
+    assert "exactly training instructions" in err[-1]
+    state = json.loads((tmp_path / "run" / STATE).read_text())
+    assert state["steps"]["round-1/validate"]["status"] == "running"
