@@ -93,3 +93,17 @@ def save_tiny_llama(path: Path, tokenizer: Any, hidden: int, heads: int, kv_head
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def tiny_config(tmp_path: Path, model: Path) -> Path:
+    """A two-round `failtune run` config on a tiny model: a few arith problems, short answers."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 2\nbackend = "hf"\n'
+        "[tasks.arith]\nsize = 20\n"
+        '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
+        "[train]\nnum_train_epochs = 1\nbatch_size = 4\nsave_steps = 1\n"
+        "[validate]\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n"
+        'gates = ["arith.losses<=50%"]\n'
+    )
+    return path

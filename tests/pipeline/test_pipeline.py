@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import arith_training_file
+from helpers import arith_training_file, tiny_config
 from safetensors.torch import load_file
 
 from failtune.backends import GenParams
@@ -124,19 +124,6 @@ def test_training_resumed_from_a_checkpoint_ends_with_the_same_adapter(
     assert resumed.keys() == expected.keys()
     for key, tensor in expected.items():
         assert (resumed[key] == tensor).all(), key
-
-
-def tiny_config(tmp_path: Path, model: Path) -> Path:
-    path = tmp_path / "tiny.toml"
-    path.write_text(
-        f'model = "{model}"\noutput_dir = "{tmp_path / "run"}"\nrounds = 2\nbackend = "hf"\n'
-        "[tasks.arith]\nsize = 20\n"
-        '[extract]\ncategories = "arith"\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n'
-        "[train]\nnum_train_epochs = 1\nbatch_size = 4\nsave_steps = 1\n"
-        "[validate]\nlimit = 6\nmax_new_tokens = 8\nbatch_size = 4\n"
-        'gates = ["arith.losses<=50%"]\n'
-    )
-    return path
 
 
 def test_run_skips_unchanged_steps_and_redoes_changed_ones(

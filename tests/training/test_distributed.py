@@ -212,7 +212,7 @@ def test_a_launch_that_cannot_happen_is_one_line_and_writes_nothing(
 def test_a_run_launches_its_train_step_on_two_processes(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from test_pipeline import tiny_config
+    from helpers import tiny_config
 
     from failtune.cli import main
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_pipeline import tiny_config
+from helpers import tiny_config
 from transformers.integrations import integration_utils
 
 from failtune.cli import main
