@@ -147,8 +147,14 @@ def _options_literal(task_options: TaskOptions | None) -> str:
 
 
 def write_verl_reward(path: str | Path, task_options: TaskOptions | None = None) -> Path:
-    """verl's entry file: `custom_reward_function.path=<path>`, `.name=compute_score`."""
+    """verl's entry file: `custom_reward_function.path=<path>`, `.name=compute_score`; and,
+    inside verl, FailtuneRewardManager (failtune.rewards.verl_manager), which tells
+    compute_score the responses the length cap cut."""
     function = (
+        "try:  # inside verl: its naive reward manager, marking responses cut by the length cap\n"
+        "    from failtune.rewards.verl_manager import FailtuneRewardManager  # noqa: F401\n"
+        "except ImportError:\n"
+        "    pass\n\n"
         f"_reward = VerlReward(json.loads({_options_literal(task_options)}))\n\n\n"
         "def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):\n"
         "    return _reward(data_source, solution_str, ground_truth, extra_info, **kwargs)\n"
