@@ -1,10 +1,13 @@
 """Each engine's reward, called as the engine calls it, from 8 threads at once, equals the verdict
-`failtune extract --completions` gave the same completion (a cut one earning nothing)."""
+`failtune extract --completions` gave the same completion (a cut one earning nothing); so do
+copies of a reward forked or spawned into other processes, as engines make them."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import multiprocessing
+import pickle
 import random
 import threading
 import time
@@ -15,12 +18,18 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import CAP, CUT, EOS, EOS_TEXT, SANDBOX_TIMEOUT, Case, Graded
+from reward_cases import CAP, CUT, EOS, EOS_TEXT, SANDBOX_TIMEOUT, Case, Graded, grade_with_extract
 
 from failtune.rewards import LengthCap, RewardGrader, TRLReward
 from failtune.rewards.datasets import write_openrlhf_reward, write_verl_reward
 
 THREADS = 8
+_inherited: dict[str, TRLReward] = {}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
+    return grade_with_extract(tmp_path_factory.mktemp("reward-cases"))
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -192,3 +201,42 @@ def test_a_stale_ground_truth_is_refused() -> None:
 
     with pytest.raises(FailtuneError, match="write the dataset again"):
         TRLReward()(prompts=[""], completions=["1"], id=["gsm8k/test/0"], ground_truth=["17"])
+
+
+def _score(reward: TRLReward, ids: list[str], texts: list[str]) -> list[float]:
+    return reward(prompts=[""] * len(ids), completions=texts, completion_ids=None, id=ids)
+
+
+def _score_inherited(ids: list[str], texts: list[str]) -> list[float]:
+    """In a forked child: the parent's reward object, its sandbox and pool as fork left them;
+    graded from a thread too, which sends the math task to a worker process."""
+    reward = _inherited["reward"]
+    main = _score(reward, ids, texts)
+    with ThreadPoolExecutor(1) as thread:
+        threaded = thread.submit(_score, reward, ids, texts).result()
+    return main + threaded
+
+
+def test_forked_and_spawned_copies_grade_like_extract(graded: Graded) -> None:
+    chosen = [c for c in graded.cases if c.finish_reason != "length"]
+    chosen = [c for c in chosen if c.id.startswith(("mbpp", "custom", "gsm8k"))]
+    ids, texts = [c.id for c in chosen], [c.completion for c in chosen]
+    expected = [graded.expected_reward(c) for c in chosen]
+    reward = TRLReward(RewardGrader(graded.task_options), LengthCap(CAP, [EOS]))
+    with ThreadPoolExecutor(1) as thread:  # the parent starts its sandbox and its grading pool
+        assert thread.submit(_score, reward, ids, texts).result() == expected
+    _inherited["reward"] = reward
+    # Two children grade different orders at once: had they shared the parent's warm sandbox
+    # workers (one pipe each), one could read the other's verdicts.
+    orders = [list(range(len(ids))), list(reversed(range(len(ids))))]
+    with multiprocessing.get_context("fork").Pool(2) as forked:
+        jobs = [([ids[i] for i in o], [texts[i] for i in o]) for o in orders]
+        for order, found in zip(orders, forked.starmap(_score_inherited, jobs), strict=True):
+            assert found == [expected[i] for i in order] * 2
+    with multiprocessing.get_context("spawn").Pool(1) as spawned:
+        assert spawned.apply(_score, (pickle.loads(pickle.dumps(reward)), ids, texts)) == expected
+    # The children's exits left the parent's sandbox and pool working.
+    assert _score(reward, ids, texts) == expected
+    with ThreadPoolExecutor(1) as thread:
+        assert thread.submit(_score, reward, ids, texts).result() == expected
+    reward.grader.close()

@@ -1,4 +1,4 @@
-"""Completions of every kind of task, and the verdicts `failtune extract --completions` gives them.
+"""Completions of every kind of task, for comparing each engine's reward with extract's verdicts.
 
 The rewards' tests call each engine's reward on these very completions and compare with the
 verdicts read back from extract's results.jsonl: one grading path, so they must agree. The set
@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from helpers import GSM8K_TEST, read_jsonl, write_jsonl
 
 from failtune.cli import main
@@ -43,7 +42,7 @@ def _fenced(code: str) -> str:
     return f"Here it is.\n```python\n{code}\n```"
 
 
-def _math_cases() -> list[Case]:
+def math_cases() -> list[Case]:
     g = [p.expected for p in GSM8K_TEST[:8]]
     return [
         Case("gsm8k/test/0", f"16 - 3 - 4 = 9 eggs, 9 * 2 = 18.\nThe answer is ${g[0]}."),
@@ -60,7 +59,7 @@ def _math_cases() -> list[Case]:
     ]
 
 
-def _arith_cases() -> list[Case]:
+def arith_cases() -> list[Case]:
     problems = Arith().load("test")[:4]
     return [
         Case(
@@ -73,7 +72,7 @@ def _arith_cases() -> list[Case]:
     ]
 
 
-def _choice_cases() -> list[Case]:
+def choice_cases() -> list[Case]:
     problems = task_by_name("mmlu").load("test")[:4]
     wrong = "A" if problems[1].expected != "A" else "B"
     return [
@@ -84,7 +83,7 @@ def _choice_cases() -> list[Case]:
     ]
 
 
-def _custom_cases() -> list[Case]:
+def custom_cases() -> list[Case]:
     return [
         Case("custom/test/0", "Half of one is $\\boxed{0.5}$."),
         Case("custom/test/1", "So the solutions are $\\boxed{\\{2, -2\\}}$."),
@@ -120,17 +119,15 @@ class Graded:
         return 1.0 if record["correct"] and record["finish_reason"] != CUT else 0.0
 
 
-@pytest.fixture(scope="session")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
-    """Every case graded once by `failtune extract --completions`."""
-    folder = tmp_path_factory.mktemp("reward-cases")
+def grade_with_extract(folder: Path) -> Graded:
+    """Every case graded once by `failtune extract --completions`, in `folder`."""
     task_file = write_jsonl(folder / "math_task.jsonl", MATH_ROWS)
     escape = folder / "escaped.txt"
     cases = [
-        *_math_cases(),
-        *_arith_cases(),
-        *_choice_cases(),
-        *_custom_cases(),
+        *math_cases(),
+        *arith_cases(),
+        *choice_cases(),
+        *custom_cases(),
         *code_cases(escape),
     ]
     completions = write_jsonl(
