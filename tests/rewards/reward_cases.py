@@ -121,6 +121,7 @@ class Graded:
 
 def grade_with_extract(folder: Path) -> Graded:
     """Every case graded once by `failtune extract --completions`, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     task_file = write_jsonl(folder / "math_task.jsonl", MATH_ROWS)
     escape = folder / "escaped.txt"
     cases = [
