@@ -15,7 +15,7 @@ from pathlib import Path
 from helpers import GSM8K_TEST, read_jsonl, write_jsonl
 
 from failtune.cli import main
-from failtune.options import ExtractOptions
+from failtune.config.options import ExtractOptions
 from failtune.tasks import task_by_name
 from failtune.tasks.arith import Arith
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation import RECORD_FIELDS
+from failtune.evaluation.records import RECORD_FIELDS
 from failtune.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from failtune.rewards.grader import Item, RewardGrader
 from failtune.tasks import Problem, Task, TaskOptions

@@ -79,7 +79,7 @@ class TRLReward:
     """A TRL reward function (GRPOTrainer, RLOOTrainer): one float per completion.
 
     Without a LengthCap (`cap`) no completion counts as cut; TRL's trainer passes the token ids
-    a cap needs, so give one whenever the reward trains (failtune.grpo does).
+    a cap needs, so give one whenever the reward trains (failtune.training.grpo does).
     """
 
     def __init__(self, grader: Grader = None, cap: LengthCap | None = None) -> None:

@@ -21,28 +21,17 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation import Completion, make_records
+from failtune.evaluation.records import Completion, make_records
 from failtune.grading import TRUNCATED
 from failtune.grading.code import shared_sandbox
+from failtune.rewards.items import Item
+from failtune.rewards.pool import GradingPool
 from failtune.tasks import Problem, Task, TaskOptions, task_by_name
 
 DEFAULT_ITEM_TIMEOUT = 60.0  # seconds one completion may take in the pool before it counts as 0
-
-
-@dataclass(frozen=True)
-class Item:
-    """One completion to reward. `ground_truth` and `task`, when the engine passes them (dataset
-    columns), are checked against the problem's own: a stale dataset must not train silently."""
-
-    id: str
-    completion: str
-    finish_reason: str | None = None
-    ground_truth: str | None = None
-    task: str | None = None
 
 
 def reward_of(record: Mapping[str, Any]) -> float:
@@ -173,7 +162,6 @@ class RewardGrader:
         return [reward_of(r) for r in self.records(items)]
 
     def _pool_for(self) -> Any:
-        from failtune.rewards.pool import GradingPool
 
         with self._lock:
             if self._pool is None:

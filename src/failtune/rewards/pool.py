@@ -29,18 +29,18 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from failtune.rewards.grader import Item, RewardGrader
+from failtune.rewards.items import Item
 
-_SERVE = "from failtune.rewards.pool import serve; serve()"
+_SERVE = "from failtune.rewards.worker import serve; serve()"
 
 
-def _send(stream: BinaryIO, message: Any) -> None:
+def send_message(stream: BinaryIO, message: Any) -> None:
     body = pickle.dumps(message)
     stream.write(struct.pack("<Q", len(body)) + body)
     stream.flush()
 
 
-def _receive(fd: int, deadline: float | None) -> Any:
+def receive_message(fd: int, deadline: float | None) -> Any:
     """One message from `fd`; None when the deadline passes or the other end is gone."""
     head = _read_exactly(fd, 8, deadline)
     if head is None:
@@ -66,21 +66,6 @@ def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes | None:
     return b"".join(chunks)
 
 
-def serve() -> None:
-    """The worker: task options in, then batches of items in and their records (or the error
-    grading raised) out, until its input closes. Prints of the graders go to stderr."""
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    requests = sys.stdin.buffer.fileno()
-    grader = RewardGrader(_receive(requests, None), workers=1)
-    while (items := _receive(requests, None)) is not None:
-        try:
-            reply: tuple[str, Any] = ("ok", grader.records(items))
-        except Exception as error:  # raised again in the caller, as extract would raise it
-            reply = ("error", error)
-        _send(replies, reply)
-
-
 class _Worker:
     def __init__(self, task_options: dict[str, Any]) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -89,15 +74,15 @@ class _Worker:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.requests, self.replies = self.proc.stdin, self.proc.stdout.fileno()
-        _send(self.requests, task_options)
+        send_message(self.requests, task_options)
 
     def grade(self, items: list[Item], deadline: float) -> list[dict[str, Any]] | None:
         """The records, or None when they are not back by `deadline` (or the worker died)."""
         try:
-            _send(self.requests, items)
+            send_message(self.requests, items)
         except OSError:
             return None
-        reply = _receive(self.replies, deadline)
+        reply = receive_message(self.replies, deadline)
         if reply is None:
             return None
         status, value = reply

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from failtune.config.options import DTYPES, build, option, record
 from failtune.console import note, progress_bar
 from failtune.files import (
     JsonlAppender,
@@ -29,19 +30,23 @@ from failtune.files import (
     writing_into,
 )
 from failtune.manifest import now, write_manifest
-from failtune.models import TRAIN_META, resolve_model
-from failtune.options import DTYPES, build, option, record
+from failtune.model_loading import (
+    TRAIN_META,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    resolve_model,
+)
 from failtune.rewards import LengthCap, RewardGrader, TRLReward, eos_ids_of
 from failtune.rewards.datasets import check_rows, read_prompt_dataset
 from failtune.tasks import TaskOptions, task_by_name
-from failtune.tracking import parse_report_to
-from failtune.train import (
-    _model_and_tokenizer,
+from failtune.training.sft import (
     _progress_callback,
     _save_adapter_atomically,
     last_complete_checkpoint,
     tensorboard_dir,
 )
+from failtune.training.tracking import parse_report_to
 
 METRICS = "grpo_metrics.jsonl"
 # grpo_metrics.jsonl's fields and the TRL log keys they are read from.
@@ -59,7 +64,7 @@ LOGGED = {
 
 @dataclass
 class GRPOOptions:
-    """GRPO with TRL + PEFT (failtune.grpo)."""
+    """GRPO with TRL + PEFT (failtune.training.grpo)."""
 
     num_generations: int = option(
         8,
@@ -127,15 +132,13 @@ def train_grpo(
     *,
     task_options: TaskOptions | None = None,
     show_progress: bool = True,
-    loaded: tuple[Any, Any] | None = None,
     **overrides: Any,
 ) -> GRPOResult:
     """GRPO-train a LoRA adapter of `model_name` on the prompts of `dataset_path`.
 
     `options` (GRPOOptions; its fields may also be given as keywords) holds the settings;
     `task_options` are the tasks' constructor arguments, as extract takes them. The dataset,
-    its problems and the reward's sandbox are checked before the model loads. `loaded` passes
-    (model, tokenizer) already in memory.
+    its problems and the reward's sandbox are checked before the model loads.
     """
     o = build(GRPOOptions, options, overrides)
     parse_report_to(o.report_to)
@@ -149,7 +152,8 @@ def train_grpo(
     started, t0 = now(), time.perf_counter()
     ref = resolve_model(model_name)
     out = output_folder(output_dir)
-    model, tokenizer, device = _model_and_tokenizer(ref, loaded, o.dtype, o.device)
+    device = pick_device(o.device)
+    model, tokenizer = load_model(ref, dtype=o.dtype, device=device), load_tokenizer(ref)
     reward = TRLReward(grader, LengthCap(cap, eos_ids_of(tokenizer, model)))
     chat = bool(tokenizer.chat_template)
     prompts = [{**r, "prompt": r["prompt"] if chat else _as_text(r["prompt"])} for r in rows]

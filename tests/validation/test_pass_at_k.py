@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from failtune.stats import pass_at_k, pass_at_k_table
+from failtune.validation.stats import pass_at_k, pass_at_k_table
 
 
 def by_enumeration(n: int, c: int, k: int) -> float:

@@ -12,9 +12,9 @@ from conftest import require_smollm2
 from helpers import read_jsonl, write_jsonl
 
 from failtune.errors import FailtuneError
-from failtune.grpo import train_grpo
 from failtune.rewards.datasets import write_prompt_dataset
 from failtune.tasks.arith import Arith
+from failtune.training.grpo import train_grpo
 
 NO_MODEL = "/nonexistent/model"  # loading it would fail with "model not found"
 ARITH = {"arith": {"size": 8}}
