@@ -1,6 +1,6 @@
 """GRPO step times on the CPU: SmolLM2-135M-Instruct on arith train problems, a few steps.
 
-Runs failtune.grpo.train_grpo with the settings given and records each step's wall time, mean
+Runs failtune.training.grpo.train_grpo with the settings given and records each step's wall time, mean
 reward, zero-std share, completion length and truncation rate (grpo_metrics.jsonl) with the
 machine's load average, as JSON. Run it on an idle machine for real figures.
 
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from failtune.files import read_jsonl
-from failtune.grpo import train_grpo
 from failtune.manifest import package_versions
 from failtune.rewards.datasets import write_prompt_dataset
 from failtune.tasks.arith import Arith
+from failtune.training.grpo import train_grpo
 
 
 def main() -> None:
