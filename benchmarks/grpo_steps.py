@@ -1,7 +1,7 @@
 """GRPO step times on the CPU: SmolLM2-135M-Instruct on arith train problems, a few steps.
 
-Runs failtune.training.grpo.train_grpo with the settings given and records each step's wall time, mean
-reward, zero-std share, completion length and truncation rate (grpo_metrics.jsonl) with the
+Runs failtune.training.grpo.train_grpo with the settings given and records each step's wall time,
+mean reward, zero-std share, completion length and truncation rate (grpo_metrics.jsonl) with the
 machine's load average, as JSON. Run it on an idle machine for real figures.
 
     python benchmarks/grpo_steps.py --steps 5 --num-generations 4 --batch-size 1 --cap 128
