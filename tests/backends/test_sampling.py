@@ -66,6 +66,59 @@ def test_top_k_and_top_p_cut_the_tail() -> None:
     assert set(greedy_like(logits, rows)[:, 0].tolist()) == {0}
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenParams(temperature=1.0, top_p=0.9),  # nucleus of ~3,000 tokens: past the first 256
+        GenParams(temperature=0.3, top_p=0.9),  # a narrow one
+        GenParams(temperature=1.5, top_k=40, top_p=0.5),
+    ],
+)
+def test_cuts_keep_what_transformers_keeps_and_draw_in_proportion(params: GenParams) -> None:
+    """Against transformers' own warpers on a 5,000-token vocabulary: every draw is a token they
+    keep, and over 20,000 draws each kept token's frequency matches its renormalised probability
+    (chi-square over the tokens expected 5+ times; 4 standard deviations of slack)."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(3)
+    logits = torch.randn(1, 5000) * 2
+    warpers = [TemperatureLogitsWarper(params.temperature)]
+    warpers += [TopKLogitsWarper(params.top_k)] if params.top_k else []
+    warpers += [TopPLogitsWarper(params.top_p)]
+    scores = logits.double()
+    for warp in warpers:
+        scores = warp(None, scores)
+    reference = torch.softmax(scores, dim=-1)[0]
+    rows = list(range(20_000))
+    picks = SeededSampler(params, [sample_seed(2, "t", r) for r in rows])(
+        logits.expand(len(rows), -1), rows
+    )[:, 0]
+    assert set(picks.tolist()) <= set(torch.nonzero(reference)[:, 0].tolist())
+    counts = torch.bincount(picks, minlength=5000).double()
+    expected = reference * len(rows)
+    common = expected >= 5
+    chi2 = float(((counts[common] - expected[common]) ** 2 / expected[common]).sum())
+    dof = int(common.sum()) - 1
+    assert chi2 < dof + 4 * (2 * dof) ** 0.5, (chi2, dof)
+    if params.temperature == 1.0:  # the wide nucleus: draws beyond the first 256 candidates
+        rank = torch.empty(5000, dtype=torch.long)
+        rank[reference.argsort(descending=True)] = torch.arange(5000)
+        assert int((reference > 0).sum()) > 1024
+        assert int((rank[picks] >= 256).sum()) > 1000
+
+
+def test_a_wide_nucleus_row_draws_alike_alone_and_among_narrow_rows() -> None:
+    """A row whose nucleus is redone with every token draws the same token whether its batch
+    mates needed that or not."""
+    torch.manual_seed(5)
+    flat, peaked = torch.randn(3, 5000) * 0.1, torch.randn(3, 5000) * 8
+    params = GenParams(temperature=1.0, top_p=0.95)
+    seeds = [sample_seed(0, "w", r) for r in range(6)]
+    mixed = SeededSampler(params, seeds)(torch.cat([flat, peaked]), list(range(6)))
+    assert SeededSampler(params, seeds)(flat, [0, 1, 2]).tolist() == mixed[:3].tolist()
+    assert SeededSampler(params, seeds)(peaked, [3, 4, 5]).tolist() == mixed[3:].tolist()
+
+
 def test_a_rows_draws_do_not_depend_on_its_batch() -> None:
     """Row 5's tokens over 3 steps are the same alone or among 7 other rows, in any position."""
     torch.manual_seed(0)
