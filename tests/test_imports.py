@@ -144,7 +144,7 @@ LAYERS = (
     ("errors", "files", "console", "manifest", "model_loading"),  # the foundation
     ("config",),  # the option catalogue
     ("tasks", "grading", "backends"),
-    ("evaluation", "training", "validation"),  # the stages
+    ("evaluation", "rewards", "training", "validation"),  # the stages
     ("preflight",),  # checks of user input, before any work
     ("pipeline",),  # the resumable run
     ("reporting",),  # reads what runs and validations wrote

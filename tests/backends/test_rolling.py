@@ -9,7 +9,7 @@ import torch
 
 from failtune.backends import GenParams, generate_all
 from failtune.backends.hf import HFBackend, prompt_ids
-from failtune.backends.rolling import decode_greedy
+from failtune.backends.rolling import decode
 from failtune.tasks.gsm8k import GSM8K
 
 
@@ -32,7 +32,7 @@ def _alone(model, prompts: list[list[int]], max_new: int, eos: list[int]) -> lis
 
 def _rolling(model, prompts, slots: int, finished, pad_id: int) -> dict[int, list[int]]:
     got: dict[int, list[int]] = {}
-    for done in decode_greedy(model, prompts, slots=slots, finished=finished, pad_id=pad_id):
+    for done in decode(model, prompts, slots=slots, finished=finished, pad_id=pad_id):
         assert not torch.is_inference_mode_enabled()  # not leaked to the caller between steps
         for i, tokens, _ in done:
             assert i not in got, f"prompt {i} finished twice"

@@ -167,3 +167,45 @@ def test_closing_the_engine_gives_torch_its_threads_back(vllm_backend, smollm2_f
     engine.close_engine()
     assert torch.get_num_threads() == before
     vllm_backend.llm = engine.open_engine(str(smollm2_folder), max_lora_rank=LORA_RANK)
+
+
+SAMPLED = GenParams(max_new_tokens=40, temperature=0.9, top_p=0.95, samples=4, seed=3)
+
+
+@pytest.mark.model
+def test_samples_are_vllms_own_n_and_survive_a_resume(vllm_backend) -> None:
+    """K answers per prompt are one `n=K` request seeded with the prompt's seed: the same
+    answers as `vllm.LLM.generate` asked directly. A resumed run asks for a missing answer s
+    alone (seed + s) and gets the same answer; so does a run over the prompts in another order
+    (other batches)."""
+    from vllm import SamplingParams
+
+    from failtune.backends import sample_all, sample_seed
+    from failtune.backends.hf import prompt_ids
+
+    prompts = _gsm8k_prompts(3)
+    ours = sample_all(vllm_backend, prompts, SAMPLED)
+    assert all(len({g.text for g in row}) == 4 for row in ours)  # really sampled
+    for prompt, row in zip(prompts, ours, strict=True):
+        direct = vllm_backend.llm.generate(
+            [{"prompt_token_ids": prompt_ids(vllm_backend.tokenizer, prompt)}],
+            SamplingParams(
+                n=4,
+                temperature=0.9,
+                top_p=0.95,
+                seed=sample_seed(3, prompt),
+                max_tokens=40,
+                stop_token_ids=vllm_backend.eos_ids,
+            ),
+            use_tqdm=False,
+        )[0]
+        assert [g.text for g in row] == [c.text.strip() for c in direct.outputs]
+    skip = {(0, 0), (0, 2), (1, 0), (1, 1), (1, 2), (1, 3)}
+    resumed = {
+        (i, s): g
+        for batch in vllm_backend.stream_samples(prompts, SAMPLED, skip)
+        for i, s, g in batch
+    }
+    assert sorted(resumed) == [(0, 1), (0, 3), (2, 0), (2, 1), (2, 2), (2, 3)]
+    assert all(g == ours[i][s] for (i, s), g in resumed.items())
+    assert sample_all(vllm_backend, prompts[::-1], SAMPLED) == ours[::-1]

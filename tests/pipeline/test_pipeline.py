@@ -72,14 +72,14 @@ def test_resumed_generation_rebuilds_the_same_batches(
     decoded whole, and only the prompts not done are yielded, each once, with the same answer."""
     from failtune.backends import hf
 
-    calls: list[int] = []  # prompts per decode_greedy call: one call per scheduled chunk
-    decode = hf.decode_greedy
+    calls: list[int] = []  # prompts per decode call: one call per scheduled chunk
+    decode = hf.decode
 
     def counted(model: Any, prompts: Any, **kw: Any) -> Any:
         calls.append(len(prompts))
         return decode(model, prompts, **kw)
 
-    monkeypatch.setattr(hf, "decode_greedy", counted)
+    monkeypatch.setattr(hf, "decode", counted)
     backend = hf.HFBackend.load(str(tiny_model_dir), batch_size=2, device="cpu")
     prompts = [p.prompt for p in Arith(size=40).load("train")]
     params = GenParams(max_new_tokens=6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,11 +13,49 @@ from failtune.errors import FailtuneError
 
 @dataclass(frozen=True)
 class GenParams:
-    """Greedy decoding settings shared by every backend."""
+    """Decoding settings shared by every backend: greedy by default, sampled with a temperature.
+
+    Sampling draws `samples` answers per prompt from softmax(logits / temperature), cut to the
+    `top_k` most likely tokens (0: all) and the smallest set holding `top_p` of the mass. Each
+    answer's randomness comes from (seed, prompt key, sample index) alone, so it does not
+    depend on the batch, the order of the prompts or a resume.
+    """
 
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()  # literal strings; cut before them (OpenAI semantics)
     stop_after: str | None = None  # regex; stop once the text matches, keep the match
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise FailtuneError(f"temperature must be 0 (greedy) or more, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise FailtuneError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.top_k < 0:
+            raise FailtuneError(f"top_k must be 0 (no limit) or more, not {self.top_k}")
+        if self.samples < 1:
+            raise FailtuneError(f"samples must be at least 1, not {self.samples}")
+        if self.samples > 1 and not self.sampled:
+            raise FailtuneError(
+                f"samples = {self.samples} needs a temperature above 0: greedy decoding gives "
+                "the same answer every time"
+            )
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
+
+
+def sample_seed(seed: int, key: str, sample: int | None = None) -> int:
+    """A seed for one prompt (and one of its samples), stable across processes and platforms
+    (Python's hash() is salted per process). 62 bits, so an engine that adds the sample index
+    to a prompt's seed (vLLM's `n`) stays within a signed 64-bit integer."""
+    text = f"{seed}\0{key}" if sample is None else f"{seed}\0{key}\0{sample}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +79,8 @@ class BackendInfo:
 
 # (context, continuations): score log P(continuation | context) for each continuation.
 ScoreRequest = tuple[str, Sequence[str]]
+# (index into the prompts, sample index in 0..samples-1, generation)
+Sampled = tuple[int, int, Generation]
 
 
 class Backend(Protocol):
@@ -59,6 +100,22 @@ class Backend(Protocol):
         Prompts whose index is in `skip` (already answered by a killed run) are not yielded. A
         backend whose answers depend on batch composition (transformers) still schedules them,
         so a resumed run gives the same answers as an uninterrupted one.
+        One answer per prompt: `params.samples` must be 1 (`stream_samples` gives more).
+        """
+        ...
+
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[Sampled]]:
+        """Yield finished batches of `params.samples` answers per prompt, in any order.
+
+        (prompt, sample) pairs in `skip` (done by a killed run) are not yielded. `keys[i]`
+        (the prompt's text by default; a caller passes stable ids such as problem ids) seeds
+        prompt i's samples, so they do not depend on its position among the prompts.
         """
         ...
 
@@ -90,12 +147,40 @@ def apply_stop_rules(text: str, params: GenParams) -> str:
     return text.strip()
 
 
+def prompt_keys(prompts: Sequence[str], keys: Sequence[str] | None) -> Sequence[str]:
+    """What seeds each prompt's samples: the given keys, else the prompts' own text."""
+    if keys is not None and len(keys) != len(prompts):
+        raise ValueError(f"{len(keys)} keys for {len(prompts)} prompts")
+    return prompts if keys is None else keys
+
+
+def first_samples(
+    backend: Backend, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
+) -> Iterator[list[tuple[int, Generation]]]:
+    """`stream` in terms of `stream_samples`: one answer per prompt, its sample 0."""
+    if params.samples != 1:
+        raise ValueError("stream gives one answer per prompt; use stream_samples for samples > 1")
+    for batch in backend.stream_samples(prompts, params, {(i, 0) for i in skip}):
+        yield [(i, gen) for i, _, gen in batch]
+
+
 def generate_all(backend: Backend, prompts: Sequence[str], params: GenParams) -> list[Generation]:
     out: list[Generation | None] = [None] * len(prompts)
     for batch in backend.stream(prompts, params):
         for i, gen in batch:
             out[i] = gen
     return [g for g in out if g is not None]
+
+
+def sample_all(
+    backend: Backend, prompts: Sequence[str], params: GenParams, keys: Sequence[str] | None = None
+) -> list[list[Generation]]:
+    """Every prompt's `params.samples` answers, in sample order."""
+    out: list[list[Generation | None]] = [[None] * params.samples for _ in prompts]
+    for batch in backend.stream_samples(prompts, params, keys=keys):
+        for i, s, gen in batch:
+            out[i][s] = gen
+    return [[g for g in row if g is not None] for row in out]
 
 
 BACKENDS = ("auto", "hf", "openai", "vllm")
@@ -135,6 +220,15 @@ class LazyBackend:
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
         return self.open().stream(prompts, params, skip)
+
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[Sampled]]:
+        return self.open().stream_samples(prompts, params, skip, keys)
 
     def loglikelihood(
         self, requests: Sequence[ScoreRequest]

@@ -1,4 +1,4 @@
-"""Hugging Face transformers backend: greedy generation in rolling batches, stop rules."""
+"""Hugging Face transformers backend: greedy or seeded sampling in rolling batches, stop rules."""
 
 from __future__ import annotations
 
@@ -8,23 +8,35 @@ from typing import Any
 
 import torch
 
-from failtune.backends import BackendInfo, Generation, GenParams, ScoreRequest, apply_stop_rules
+from failtune.backends import (
+    BackendInfo,
+    Generation,
+    GenParams,
+    Sampled,
+    ScoreRequest,
+    apply_stop_rules,
+    first_samples,
+    prompt_keys,
+    sample_seed,
+)
 from failtune.backends.rolling import (
-    decode_greedy,
+    Pick,
+    decode,
     keeps_logits,
     left_padded,
     schedule,
     use_grouped_attention,
 )
+from failtune.backends.sampling import SeededSampler, greedy
 from failtune.errors import FailtuneError
 from failtune.model_loading import load_model, load_tokenizer, resolve_model
 
 _TAIL_TOKENS = 48  # how much of each sequence's end the stop check decodes per step
-_CHUNK_BATCHES = 8  # prompts per independently scheduled chunk, in batches: the resume unit
+_CHUNK_BATCHES = 8  # answers per independently scheduled chunk, in batches: the resume unit
 
 
 class HFBackend:
-    """Greedy generation in rolling batches (backends.rolling), prompts sorted by length."""
+    """Generation in rolling batches (backends.rolling), prompts sorted by length."""
 
     def __init__(
         self, model: Any, tokenizer: Any, *, batch_size: int = 32, label: str = ""
@@ -70,31 +82,44 @@ class HFBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        """Prompts run in chunks of `_CHUNK_BATCHES` batches; a chunk all in `skip` is not run.
+        return first_samples(self, prompts, params, skip)
 
-        A chunk with some prompts in `skip` runs whole (their answers are not yielded again):
-        a row's tokens depend on the rows it shared steps with, so a resumed run must repeat
-        the uninterrupted run's schedule to give the same answers.
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[Sampled]]:
+        """Answers (one row each: prompt, sample) run in chunks of `_CHUNK_BATCHES` batches;
+        a chunk all in `skip` is not run.
+
+        A chunk with some answers in `skip` runs whole (they are not yielded again): a row's
+        logits depend, in their last bits, on the rows it shared steps with, so a resumed run
+        repeats the uninterrupted run's schedule to give the same answers bit for bit.
         """
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
-        order = _longest_first(ids)
+        rows = [(i, s) for i in _longest_first(ids) for s in range(params.samples)]
+        seeds = prompt_keys(prompts, keys)
         check = _StopCheck(self.tokenizer, params, self.eos_ids)
         chunk = self.batch_size * _CHUNK_BATCHES
-        for start in range(0, len(order), chunk):
-            part = order[start : start + chunk]
-            if all(i in skip for i in part):
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            if all(row in skip for row in part):
                 continue
-            for done in decode_greedy(
+            for done in decode(
                 self.model,
-                [ids[i] for i in part],
+                [ids[i] for i, _ in part],
                 slots=self.batch_size,
                 finished=check,
                 pad_id=self.tokenizer.pad_token_id,
+                pick=_picker(params, [(seeds[i], s) for i, s in part]),
+                shared=[i for i, _ in part],
             ):
                 batch = [
-                    (part[j], self._generation(tokens, reason, params))
-                    for j, tokens, reason in done
-                    if part[j] not in skip
+                    (*part[r], self._generation(tokens, reason, params))
+                    for r, tokens, reason in done
+                    if part[r] not in skip
                 ]
                 if batch:
                     yield batch
@@ -174,6 +199,13 @@ class HFBackend:
         inputs = left_padded([ids for _, _, ids, _ in batch], pad, self.model.device)
         only = {"logits_to_keep": keep} if keeps_logits(self.model) else {}
         return self.model(**inputs, **only).logits[:, -keep:]
+
+
+def _picker(params: GenParams, answers: Sequence[tuple[str, int]]) -> Pick:
+    """Greedy, or a sampler with one noise stream per answer (its prompt key, sample index)."""
+    if not params.sampled:
+        return greedy
+    return SeededSampler(params, [sample_seed(params.seed, key, s) for key, s in answers])
 
 
 def _longest_first(ids: Sequence[Sequence[int]]) -> list[int]:

@@ -4,6 +4,14 @@ Requests run concurrently in threads; each finished answer is handed back at onc
 appends it to results.jsonl, and a server that dies mid-run costs only the requests in flight.
 Transient failures (429, 5xx, refused or dropped connections, timeouts) are retried with
 exponential backoff and jitter; a wrong key, model or URL stops the run with one sentence.
+
+Sampling asks for a prompt's K answers in one request (`n`, seeded with the prompt's seed S),
+or, where a server refuses `n` or ignores it (llama.cpp returns one answer), in K requests with
+seeds S, S+1, ...: vLLM's server gives the answers of an `n` request exactly those seeds, so
+both ways, and a resumed run asking for one missing answer, agree there. With `n` each answer's
+token count comes from its token log-probabilities (the usage counts all answers together).
+`top_k` is sent only when set, since OpenAI's own API rejects it; a server's own default then
+applies (llama.cpp's is 40).
 """
 
 from __future__ import annotations
@@ -24,9 +32,13 @@ from failtune.backends import (
     BackendInfo,
     Generation,
     GenParams,
+    Sampled,
     ScoreRequest,
     apply_stop_rules,
     cannot_score,
+    first_samples,
+    prompt_keys,
+    sample_seed,
     vllm_lora_rank,
 )
 from failtune.errors import FailtuneError
@@ -42,7 +54,7 @@ class ServerError(FailtuneError):
 
 
 class OpenAIBackend:
-    """Greedy generation through `/v1/chat/completions` or `/v1/completions`."""
+    """Generation through `/v1/chat/completions` or `/v1/completions`."""
 
     def __init__(
         self,
@@ -69,6 +81,7 @@ class OpenAIBackend:
         self.render = render
         self.max_concurrency, self.max_retries, self.backoff = max_concurrency, max_retries, backoff
         self.seed = seed
+        self.n_works: bool | None = None  # whether the server honours `n`; None: not yet asked
         self.info = BackendInfo(
             backend="openai",
             model=model_name,
@@ -189,33 +202,42 @@ class OpenAIBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
+        return first_samples(self, prompts, params, skip)
+
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[Sampled]]:
         """Yield answers as they finish; on a fatal error, first yield what did finish.
 
         At most twice `max_concurrency` requests are queued, so waiting stays cheap on long runs.
         """
         cancel = threading.Event()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="failtune-openai")
-        todo = ((i, p) for i, p in enumerate(prompts) if i not in skip)
-        pending: dict[Future[Generation], int] = {}
+        todo = self._jobs(prompts, params, skip, prompt_keys(prompts, keys))
+        pending: set[Future[list[Sampled]]] = set()
         failure: BaseException | None = None
         try:
             while True:
                 while failure is None and len(pending) < 2 * self.max_concurrency:
-                    item = next(todo, None)
-                    if item is None:
+                    job = next(todo, None)
+                    if job is None:
                         break
-                    pending[pool.submit(self._generate, item[1], params, cancel)] = item[0]
+                    pending.add(pool.submit(self._answer, *job, params, cancel))
                 if not pending:
                     break
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                batch = []
+                batch: list[Sampled] = []
                 for future in finished:
-                    index = pending.pop(future)
+                    pending.discard(future)
                     error = None if future.cancelled() else future.exception()
                     if future.cancelled() or isinstance(error, _Cancelled):
                         continue
                     if error is None:
-                        batch.append((index, future.result()))
+                        batch += future.result()
                     elif failure is None:
                         failure = error
                         cancel.set()  # stop queued work and retry loops; keep what finishes
@@ -231,12 +253,69 @@ class OpenAIBackend:
             if pending:  # interrupted: drop requests in flight instead of waiting for them
                 self.client.close()
 
+    def _jobs(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]],
+        keys: Sequence[str],
+    ) -> Iterator[tuple[int, str, list[int], int | None]]:
+        """(prompt index, prompt, its samples, its seed) per request; all of a prompt's samples
+        in one request while the server may honour `n` (decided lazily, as answers come)."""
+        for i, prompt in enumerate(prompts):
+            missing = [s for s in range(params.samples) if (i, s) not in skip]
+            seed = sample_seed(params.seed, keys[i]) if params.sampled else None
+            if len(missing) == params.samples > 1 and self.n_works is not False:
+                yield i, prompt, missing, seed
+            else:
+                yield from ((i, prompt, [s], seed) for s in missing)
+
+    def _answer(
+        self,
+        index: int,
+        prompt: str,
+        samples: list[int],
+        seed: int | None,
+        params: GenParams,
+        cancel: threading.Event,
+    ) -> list[Sampled]:
+        """The prompt's answers for `samples`; with several, through `n` while the server may
+        honour it, else one seeded request each (and `n_works` says which from then on)."""
+        kept: list[Sampled] = []
+        if len(samples) > 1 and self.n_works is not False:
+            try:
+                got = self._request(prompt, params, cancel, seed, n=len(samples))
+            except _NRefused:
+                got = []
+            if len(got) == len(samples):
+                self.n_works = True
+                return [(index, s, gen) for s, gen in zip(samples, got, strict=True)]
+            self.n_works = False
+            if len(got) == 1:  # a server ignoring `n` answered once, with the first seed
+                kept.append((index, samples[0], got[0]))
+        for s in samples[len(kept) :]:
+            [gen] = self._request(prompt, params, cancel, None if seed is None else seed + s)
+            kept.append((index, s, gen))
+        return kept
+
     def loglikelihood(
         self, requests: Sequence[ScoreRequest]
     ) -> Iterator[list[tuple[int, list[float]]]]:
         raise cannot_score("openai")
 
-    def _generate(self, prompt: str, params: GenParams, cancel: threading.Event) -> Generation:
+    def _request(
+        self,
+        prompt: str,
+        params: GenParams,
+        cancel: threading.Event,
+        seed: int | None,
+        n: int = 1,
+    ) -> list[Generation]:
+        """One request's answers, in choice order: greedy when `seed` is None, else sampled.
+
+        With `n` > 1 it raises _NRefused where the server rejects the request, and gives fewer
+        answers than asked for where the server ignored `n` or sent no per-answer token counts.
+        """
         if cancel.is_set():
             raise _Cancelled
         common: dict[str, Any] = {
@@ -246,32 +325,50 @@ class OpenAIBackend:
             "top_p": 1.0,
             "seed": self.seed,
         }
+        if seed is not None:
+            common.update(temperature=params.temperature, top_p=params.top_p, seed=seed)
+            if params.top_k:
+                common["extra_body"] = {"top_k": params.top_k}
+        if n > 1:  # per-answer token counts come from the answers' token log-probabilities
+            common.update(n=n, logprobs=True if self.endpoint == "chat" else 0)
         if params.stop:
             common["stop"] = list(params.stop)
         if self.endpoint == "chat":
             messages = [{"role": "user", "content": prompt}]
-            response = self._call(
-                lambda: self.client.chat.completions.create(messages=messages, **common), cancel
-            )
-            choice = response.choices[0]
-            text = choice.message.content or ""
+            create = self.client.chat.completions.create
+            response = self._call(lambda: create(messages=messages, **common), cancel, n > 1)
         else:
             assert self.render is not None
             rendered = self.render(prompt)
-            response = self._call(
-                lambda: self.client.completions.create(prompt=rendered, **common), cancel
-            )
-            choice = response.choices[0]
-            text = choice.text
-        tokens = response.usage.completion_tokens if response.usage else None
-        return finish(text, choice.finish_reason, tokens, params)
+            create = self.client.completions.create
+            response = self._call(lambda: create(prompt=rendered, **common), cancel, n > 1)
+        chat = self.endpoint == "chat"
+        choices = sorted(response.choices, key=lambda c: c.index)
+        if n == 1 or len(choices) == 1:
+            tokens = response.usage.completion_tokens if response.usage else None
+            return [finish(_text(choices[0], chat), choices[0].finish_reason, tokens, params)]
+        counts = [_token_count(c, chat) for c in choices]
+        if len(choices) != n or None in counts:
+            return []
+        return [
+            finish(_text(c, chat), c.finish_reason, k, params)
+            for c, k in zip(choices, counts, strict=True)
+        ]
 
-    def _call(self, request: Callable[[], Any], cancel: threading.Event) -> Any:
-        """Run one request, retrying transient failures with exponential backoff and jitter."""
+    def _call(
+        self, request: Callable[[], Any], cancel: threading.Event, asks_n: bool = False
+    ) -> Any:
+        """Run one request, retrying transient failures with exponential backoff and jitter.
+
+        A request for several answers (`asks_n`) that the server rejects raises _NRefused, so
+        the caller asks once per answer (a rejection for another reason comes back then).
+        """
         for attempt in range(self.max_retries + 1):
             try:
                 return request()
             except openai.APIStatusError as e:
+                if asks_n and e.status_code in (400, 422):
+                    raise _NRefused from None
                 if e.status_code in (401, 403):
                     raise FailtuneError(
                         f"the server at {self.client.base_url} refused the API key "
@@ -316,6 +413,22 @@ def make_client(base_url: str, flag: str, **options: Any) -> openai.OpenAI:
 
 class _Cancelled(Exception):
     """A request abandoned because another one already failed for good."""
+
+
+class _NRefused(Exception):
+    """The server rejected a request for several answers (`n`)."""
+
+
+def _text(choice: Any, chat: bool) -> str:
+    return (choice.message.content or "") if chat else choice.text
+
+
+def _token_count(choice: Any, chat: bool) -> int | None:
+    """How many tokens a choice holds, from its token log-probabilities (None: not sent)."""
+    if choice.logprobs is None:
+        return None
+    tokens = choice.logprobs.content if chat else choice.logprobs.tokens
+    return None if tokens is None else len(tokens)
 
 
 def finish(text: str, reason: str | None, tokens: int | None, params: GenParams) -> Generation:

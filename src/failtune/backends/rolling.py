@@ -1,10 +1,14 @@
-"""Greedy decoding in a rolling batch: a finished answer leaves at once, a waiting prompt joins.
+"""Decoding in a rolling batch: a finished answer leaves at once, a waiting prompt joins.
 
 Why not `model.generate`: a static batch runs until its longest answer ends, so on GSM8K a third
 of the rows sit idle for most steps. transformers' own continuous batching (`generate_batch`,
 paged attention) ran at 42 tok/s on a 2-core CPU where static batches reach 65 (SmolLM2-135M,
 GSM8K, 256 tokens). This loop keeps the model's own forward pass; it only decides which rows
 share each step, and keeps their keys and values in buffers that grow in place.
+
+A row is one answer. Sampling K answers to a prompt makes K rows; rows of one prompt that join
+together share one prefill, whose keys and values are copied to each (as vLLM's `n` shares a
+prompt's cache). Which token a row takes is the caller's `pick`: greedy, or a seeded sampler.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from failtune.backends.sampling import greedy
+
 _SPARE = 64  # columns a layer buffer grows by: one reallocation per 64 decoding steps
 # A rolling batch refills once this fraction of its slots is free: a prefill pauses decoding,
 # so joining one prompt at a time would stall the batch every few steps.
@@ -27,7 +33,9 @@ _REFILL_FRACTION = 4
 
 # Decides when a row is finished from its generated tokens: (tokens kept, finish_reason) or None.
 StopCheck = Callable[[list[int]], "tuple[int, str] | None"]
-Finished = tuple[int, list[int], str]  # (prompt index, kept tokens, finish_reason)
+Finished = tuple[int, list[int], str]  # (row index, kept tokens, finish_reason)
+# Next token of each row from its last logits: (rows, vocab) logits, row indices -> (rows, 1).
+Pick = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
 
 
 def _sdpa_gqa(
@@ -182,18 +190,22 @@ class _Batch:
 
 
 @torch.inference_mode()  # on a generator: on while it runs, off while the caller has a batch
-def decode_greedy(
+def decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
     *,
     slots: int,
     finished: StopCheck,
     pad_id: int,
+    pick: Pick = greedy,
+    shared: Sequence[int] | None = None,
 ) -> Iterator[list[Finished]]:
-    """Greedy answers to tokenised prompts, at most `slots` decoding at once.
+    """Answers to tokenised prompts, one per row `prompts[r]`, at most `slots` decoding at once.
 
-    Prompts join in the order given; yields, after each step, the rows that finished in it.
-    The schedule depends only on `prompts` and `slots`, so the same call gives the same tokens.
+    Rows join in the order given; yields, after each step, the rows that finished in it. Rows
+    with equal `shared[r]` (the same prompt) that join together are prefilled once. The
+    schedule depends only on `prompts`, `shared` and `slots`, so the same call gives the same
+    tokens.
     """
     waiting = deque(range(len(prompts)))
     batch: _Batch | None = None
@@ -201,9 +213,8 @@ def decode_greedy(
     while waiting or batch is not None:
         joining = _joining(slots - (len(batch.rows) if batch else 0), len(waiting), slots)
         if joining:
-            new = _prefill(
-                model, [waiting.popleft() for _ in range(joining)], prompts, pad_id, keep_logits
-            )
+            rows = [waiting.popleft() for _ in range(joining)]
+            new = _prefill(model, rows, prompts, shared, pad_id, pick, keep_logits)
             done = _finish(new, finished)
             if done:
                 yield done
@@ -223,7 +234,7 @@ def decode_greedy(
             use_cache=True,
             **keep_logits,
         )
-        batch.last = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        batch.last = pick(out.logits[:, -1], batch.rows)
         for tokens, token in zip(batch.tokens, batch.last[:, 0].tolist(), strict=True):
             tokens.append(token)
         done = _finish(batch, finished)
@@ -241,7 +252,7 @@ def _joining(free: int, waiting: int, slots: int) -> int:
 
 
 def schedule(generated: Sequence[int], slots: int) -> tuple[list[int], list[int]]:
-    """(rows of each decoding step, rows of each prefill) that `decode_greedy` runs for answers
+    """(rows of each decoding step, rows of each prefill) that `decode` runs for answers
     of `generated` tokens each (the first one made by the prefill), in that order.
 
     Lets a cost estimate price a whole split from a timed sample: the sample's steps are
@@ -264,17 +275,32 @@ def schedule(generated: Sequence[int], slots: int) -> tuple[list[int], list[int]
 
 def _prefill(
     model: Any,
-    indices: list[int],
+    rows: list[int],
     prompts: Sequence[Sequence[int]],
+    shared: Sequence[int] | None,
     pad_id: int,
+    pick: Pick,
     keep_logits: dict[str, int],
 ) -> _Batch:
-    inputs = left_padded([prompts[i] for i in indices], pad_id, model.device)
+    """Run the joining rows' prompts, each distinct prompt once, and pick their first tokens."""
+    keys = rows if shared is None else [shared[r] for r in rows]
+    first: dict[int, int] = {}  # shared key -> position of its prompt in the prefill
+    unique: list[int] = []  # a row holding each distinct prompt
+    for r, key in zip(rows, keys, strict=True):
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(r)
+    inputs = left_padded([prompts[r] for r in unique], pad_id, model.device)
     cache = Cache(layer_class_to_replicate=_BufferLayer)
     out = model(**inputs, past_key_values=cache, use_cache=True, **keep_logits)
-    last = out.logits[:, -1].argmax(dim=-1, keepdim=True)
-    mask = inputs["attention_mask"]
-    return _Batch(list(indices), [[t] for t in last[:, 0].tolist()], mask, cache, last)
+    logits, mask = out.logits[:, -1], inputs["attention_mask"]
+    if len(unique) < len(rows):  # copy each shared prompt's cache to its rows
+        index = torch.tensor([first[k] for k in keys], device=mask.device)
+        logits, mask = logits[index], mask[index]
+        for layer in cache.layers:
+            layer.select_rows(index)  # type: ignore[attr-defined]
+    last = pick(logits, rows)
+    return _Batch(list(rows), [[t] for t in last[:, 0].tolist()], mask, cache, last)
 
 
 def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:

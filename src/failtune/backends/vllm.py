@@ -31,9 +31,13 @@ from failtune.backends import (
     BackendInfo,
     Generation,
     GenParams,
+    Sampled,
     ScoreRequest,
     apply_stop_rules,
     cannot_score,
+    first_samples,
+    prompt_keys,
+    sample_seed,
     vllm_lora_rank,
 )
 from failtune.errors import FailtuneError
@@ -215,7 +219,7 @@ def _trim_heap() -> None:
 
 
 class VLLMBackend:
-    """Greedy generation with a shared `vllm.LLM`, optionally through a LoRA adapter."""
+    """Generation with a shared `vllm.LLM`, optionally through a LoRA adapter."""
 
     def __init__(self, llm: Any, tokenizer: Any, *, label: str, adapter: str | None = None):
         from failtune.backends.hf import eos_ids
@@ -278,32 +282,46 @@ class VLLMBackend:
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
     ) -> Iterator[list[tuple[int, Generation]]]:
-        """Every prompt not in `skip` goes into the engine at once; vLLM batches continuously."""
-        from vllm import SamplingParams
+        return first_samples(self, prompts, params, skip)
 
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[Sampled]]:
+        """Every answer not in `skip` goes into the engine at once; vLLM batches continuously."""
         from failtune.backends.hf import prompt_ids
 
-        sampling = SamplingParams(
-            temperature=0.0,
-            max_tokens=params.max_new_tokens,
-            stop=list(params.stop) or None,
-            stop_token_ids=self.eos_ids,
-            skip_special_tokens=True,
-        )
         # The exact token ids the transformers backend feeds (chat template, no double BOS).
-        todo = [i for i in range(len(prompts)) if i not in skip]
-        requests = [{"prompt_token_ids": prompt_ids(self.tokenizer, prompts[i])} for i in todo]
+        requests, sampling, answers = [], [], []  # answers: (prompt, its samples) per request
+        for i, key in enumerate(prompt_keys(prompts, keys)):
+            missing = [s for s in range(params.samples) if (i, s) not in skip]
+            if not missing:
+                continue
+            ids = {"prompt_token_ids": prompt_ids(self.tokenizer, prompts[i])}
+            seed = sample_seed(params.seed, key) if params.sampled else None
+            # All K at once share the prompt's cache; a resumed prompt asks for what is missing.
+            parts = [missing] if len(missing) == params.samples else [[s] for s in missing]
+            for samples in parts:
+                requests.append(ids)
+                sampling.append(self._sampling(params, len(samples), seed, samples[0]))
+                answers.append((i, samples))
         internal = self.llm.enqueue(requests, sampling, lora_request=self.lora, use_tqdm=False)
         # enqueue returns vLLM's internal ids ("<counter>-<random>"); outputs carry "<counter>".
-        index = {rid.split("-")[0]: (todo[j], rid) for j, rid in enumerate(internal)}
+        index = {rid.split("-")[0]: (answers[j], rid) for j, rid in enumerate(internal)}
         engine = self.llm.llm_engine
-        pending: list[tuple[int, Generation]] = []
+        pending: list[Sampled] = []
         try:
             while engine.has_unfinished_requests():
                 for out in engine.step():
                     if out.finished and out.request_id in index:
-                        i, _ = index.pop(out.request_id)
-                        pending.append((i, self._generation(out, params)))
+                        (i, samples), _ = index.pop(out.request_id)
+                        pending += [
+                            (i, samples[done.index], self._generation(done, params))
+                            for done in out.outputs
+                        ]
                 if pending and (len(pending) >= FLUSH_EVERY or not index):
                     yield pending
                     pending = []
@@ -313,14 +331,35 @@ class VLLMBackend:
             if index:  # the caller stopped early (kill, error): free the engine for reuse
                 engine.abort_request([rid for _, rid in index.values()], internal=True)
 
+    def _sampling(self, params: GenParams, n: int, seed: int | None, first: int) -> Any:
+        """vLLM's settings for `n` answers from sample `first` on (greedy: temperature 0)."""
+        from vllm import SamplingParams
+
+        common = {
+            "max_tokens": params.max_new_tokens,
+            "stop": list(params.stop) or None,
+            "stop_token_ids": self.eos_ids,
+            "skip_special_tokens": True,
+        }
+        if seed is None:
+            return SamplingParams(temperature=0.0, **common)
+        return SamplingParams(
+            n=n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            seed=seed + first,
+            **common,
+        )
+
     def loglikelihood(
         self, requests: Sequence[ScoreRequest]
     ) -> Iterator[list[tuple[int, list[float]]]]:
         raise cannot_score("vllm")
 
-    def _generation(self, out: Any, params: GenParams) -> Generation:
+    def _generation(self, done: Any, params: GenParams) -> Generation:
+        """One of a request's answers (a vLLM CompletionOutput) with the stop rules applied."""
         after = re.compile(params.stop_after) if params.stop_after else None
-        done = out.outputs[0]
         tokens = list(done.token_ids)
         n = len(tokens)
         reason = "length" if done.finish_reason == "length" else "stop"

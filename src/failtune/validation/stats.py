@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -98,3 +99,56 @@ def paired_tables(
         )
         for cat, g in groups.items()
     }
+
+
+def pass_at_k(samples: int, correct: int, k: int) -> float:
+    """The unbiased estimate of pass@k from `samples` answers of which `correct` are right
+    (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): the chance that k
+    answers drawn without replacement from them hold a right one, 1 - C(n-c, k) / C(n, k),
+    computed as a product so that large n does not overflow."""
+    if not 1 <= k <= samples:
+        raise ValueError(f"pass@{k} needs 1 <= k <= samples ({samples})")
+    if samples - correct < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(samples - correct + 1, samples + 1)))
+
+
+def pass_at_k_table(
+    samples: Sequence[int],
+    correct: Sequence[int],
+    *,
+    ks: Sequence[int] | None = None,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[int, dict[str, float]]:
+    """pass@k over problems (problem i: `samples[i]` answers, `correct[i]` right), for every
+    k up to the fewest answers a problem has (or `ks`), each with a bootstrap CI.
+
+    The interval resamples problems, the unit a benchmark draws, so it holds the spread of
+    the problems and of each problem's own samples. A problem's estimate depends only on its
+    (samples, correct) pair, so a bootstrap replicate only changes how many problems of each
+    pair it draws: a multinomial draw over the distinct pairs is that same bootstrap at a cost
+    independent of the number of problems (as in bootstrap_delta_ci).
+    """
+    if not samples or len(samples) != len(correct):
+        raise ValueError("pass@k needs one (samples, correct) count per problem")
+    if any(not 0 <= c <= n for n, c in zip(samples, correct, strict=True)):
+        raise ValueError("a problem has more correct answers than answers, or fewer than 0")
+    ks = list(ks) if ks is not None else list(range(1, min(samples) + 1))
+    tally = Counter(zip(samples, correct, strict=True))
+    pairs = sorted(tally)
+    share = np.array([tally[p] for p in pairs]) / len(samples)
+    estimates = np.array([[pass_at_k(n, c, k) for n, c in pairs] for k in ks])  # (ks, pairs)
+    draws = np.random.default_rng(seed).multinomial(len(samples), share, size=n_boot)
+    replicates = draws @ estimates.T / len(samples)  # (n_boot, ks)
+    alpha = (1 - level) / 2
+    table = {}
+    for j, k in enumerate(ks):
+        low, high = np.quantile(replicates[:, j], [alpha, 1 - alpha])
+        table[k] = {
+            "estimate": float(estimates[j] @ share),
+            "ci_low": float(low),
+            "ci_high": float(high),
+        }
+    return table
