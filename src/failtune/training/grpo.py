@@ -41,6 +41,7 @@ from failtune.rewards import LengthCap, RewardGrader, TRLReward, eos_ids_of
 from failtune.rewards.datasets import check_rows, read_prompt_dataset
 from failtune.tasks import TaskOptions, task_by_name
 from failtune.training.sft import (
+    _environment,
     _progress_callback,
     _save_adapter_atomically,
     last_complete_checkpoint,
@@ -239,17 +240,12 @@ def _fit(
     metrics_file: Path,
 ) -> tuple[Any, Any]:
     """Train (from the newest complete checkpoint when resuming); returns (trainer, result)."""
-    import os
-    from unittest.mock import patch
-
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
-    with patch.dict(
-        os.environ, {"TENSORBOARD_LOGGING_DIR": str(tensorboard_dir(metrics_file.parent))}
-    ):
+    with _environment(TENSORBOARD_LOGGING_DIR=str(tensorboard_dir(metrics_file.parent))):
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=reward,
