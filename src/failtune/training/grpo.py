@@ -45,6 +45,7 @@ from failtune.training.sft import (
     _progress_callback,
     _save_adapter_atomically,
     last_complete_checkpoint,
+    lora_config,
     tensorboard_dir,
 )
 from failtune.training.tracking import parse_report_to
@@ -241,7 +242,6 @@ def _fit(
 ) -> tuple[Any, Any]:
     """Train (from the newest complete checkpoint when resuming); returns (trainer, result)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import GRPOTrainer
 
@@ -252,13 +252,7 @@ def _fit(
             args=config,
             train_dataset=Dataset.from_list(prompts),
             processing_class=tokenizer,
-            peft_config=LoraConfig(
-                r=o.lora_r,
-                lora_alpha=o.lora_alpha,
-                lora_dropout=o.lora_dropout,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
+            peft_config=lora_config(o),
             callbacks=[_progress_callback(bar)],
         )
     trainer.remove_callback(PrinterCallback)

@@ -284,7 +284,6 @@ def _fit(
 ) -> tuple[Any, Any]:
     """Train (from the newest complete checkpoint when resuming); returns (trainer, result)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
@@ -296,13 +295,7 @@ def _fit(
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            peft_config=LoraConfig(
-                r=o.lora_r,
-                lora_alpha=o.lora_alpha,
-                lora_dropout=o.lora_dropout,
-                target_modules="all-linear",
-                task_type="CAUSAL_LM",
-            ),
+            peft_config=lora_config(o),
             callbacks=[_progress_callback(bar)],
         )
     # TRL's padding_free option refuses max_length (it truncates only padded datasets), so the
@@ -366,6 +359,19 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def lora_config(o: Any) -> Any:
+    """The LoRA adapter both trainers fit (SFT and GRPO options share the lora_* fields)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=o.lora_r,
+        lora_alpha=o.lora_alpha,
+        lora_dropout=o.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
 
 
 def tensorboard_dir(output_dir: Path) -> Path:
