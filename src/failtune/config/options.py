@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from failtune.errors import FailtuneError
 
 T = TypeVar("T")
+TARGETS = ("reference", "self", "rationalized", "auto")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 EPILOG = "Flags accept underscores or hyphens: --model_path and --model-path are the same."
 
@@ -229,6 +230,29 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
         "backup); by default problems already graded are skipped",
         run=False,
     )
+    samples: int | None = option(
+        None,
+        "K sampled answers per problem besides the greedy one (needs --temperature > 0): "
+        "pass@k for every k <= K and, in extract, the reach map of the failures",
+        low=1,
+        metavar="K",
+    )
+    temperature: float = option(
+        0.0, "sampling temperature of the --samples answers (0: greedy only)", low=0
+    )
+    top_p: float = option(
+        1.0,
+        "sampling: keep the smallest set of tokens holding this much mass",
+        low=0,
+        high=1,
+        open_low=True,
+    )
+    top_k: int = option(0, "sampling: keep the K most likely tokens (0: no limit)", low=0)
+    sample_seed: int = option(
+        0,
+        "seed of the samples: an answer's randomness comes from it, the problem id and the "
+        "sample index, so batch size, order and resuming do not change it",
+    )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
         """Constructor arguments per task, from the flags; `given` ones take precedence."""
@@ -259,6 +283,27 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
 
     def server(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(ServerOptions)} | {"seed": self.seed}
+
+    def sampling(self) -> dict[str, Any] | None:
+        """The backends.GenParams fields of the sampled answers; None without --samples."""
+        if self.samples is None:
+            return None
+        return {
+            "samples": self.samples,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.sample_seed,
+        }
+
+    def combination_problems(self) -> list[str]:
+        """Options that are each fine but wrong together."""
+        if self.samples is not None and self.temperature <= 0:
+            return [
+                f"--samples {self.samples} needs --temperature above 0: greedy decoding gives "
+                "the same answer every time"
+            ]
+        return []
 
 
 @dataclass
@@ -291,6 +336,26 @@ class ExtractOptions(GenerationOptions):
         run=False,
     )
     shard_index: int = option(0, "which shard this run is (0 … N-1)", low=0, run=False)
+    targets: str = option(
+        "reference",
+        "what a failure trains on: reference (the dataset's solution), self (up to "
+        "--per-problem of the model's own distinct correct samples; needs --samples), "
+        "rationalized (an answer written with the correct one as a hint, kept if it reaches "
+        "it without citing the hint), auto (self, else rationalized, else reference)",
+        choices=TARGETS,
+    )
+    per_problem: int = option(
+        4, "--targets self/auto: distinct correct samples kept per failure", low=1
+    )
+
+    def combination_problems(self) -> list[str]:
+        found = super().combination_problems()
+        if self.targets == "self" and self.samples is None:
+            found.append(
+                "--targets self trains on the model's own correct samples: give --samples K "
+                "and --temperature"
+            )
+        return found
 
 
 @dataclass
@@ -654,7 +719,8 @@ def value_problems(options: Any) -> list[str]:
             problem = "takes one value here (a list of them is a sweep, which failtune run does)"
         if problem:
             found.append(f"--{_flag_name(f)} {problem}")
-    return found
+    combined = getattr(options, "combination_problems", None)
+    return found + (combined() if combined and not found else [])
 
 
 def check_values(cls: type, values: Mapping[str, Any], section: str) -> list[str]:

@@ -18,8 +18,9 @@ from typing import Any
 
 from failtune.config.run import RunConfig
 from failtune.console import note
-from failtune.evaluation.extraction import TRAINING_SUFFIX, extract
+from failtune.evaluation.extraction import extract
 from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, evaluate, load_problems
+from failtune.evaluation.training_data import TRAINING_SUFFIX
 from failtune.files import atomic_write_json, sha256_file
 from failtune.pipeline import sweep
 from failtune.pipeline.cost import token_counts

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation.records import BREAKDOWN
+from failtune.evaluation.records import BREAKDOWN, greedy_records
 from failtune.files import atomic_write_text, read_json, read_jsonl
 from failtune.pipeline.cost import summarize_cost
 from failtune.pipeline.plan import STATE, Plan, adapter_folder, recorded_plan
@@ -259,7 +259,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _results(path: Path) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in read_jsonl(path)} if path.is_file() else {}
+    return {r["id"]: r for r in greedy_records(read_jsonl(path))} if path.is_file() else {}
 
 
 def _forgetting(

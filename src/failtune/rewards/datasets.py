@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation.records import RECORD_FIELDS
+from failtune.evaluation.records import RECORD_FIELDS, greedy_records
 from failtune.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from failtune.rewards.grader import Item, RewardGrader
 from failtune.tasks import Problem, Task, TaskOptions
@@ -93,7 +93,7 @@ def failed_problems(
         path = path / "results.jsonl"
     grader = RewardGrader(task_options)
     rows = read_jsonl(path, require=RECORD_FIELDS)
-    return [grader.problem(r["id"]) for r in rows if not r["correct"]]
+    return [grader.problem(r["id"]) for r in greedy_records(rows) if not r["correct"]]
 
 
 def read_prompt_dataset(path: str | Path) -> list[dict[str, Any]]:
