@@ -571,6 +571,11 @@ class RunOptions(EngineOptions, ServerOptions):
         1, "extract → train → validate rounds, each on the last one's model", low=1
     )
     seed: int = option(0, "seed of generated tasks, training and resampling")
+    retrain_from_base: bool = option(
+        False,
+        "rounds > 1: each round still samples on the last round's model, but trains a fresh "
+        "adapter on the base model instead of stacking one on the last (ReST-EM)",
+    )
     served_model: str | None = option(
         None,
         "backend openai: the name the server serves the base model under (default: the one "
