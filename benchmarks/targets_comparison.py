@@ -88,6 +88,10 @@ def main() -> None:
             **common,
         )
         lines = sum(made.targets[s] for s in ("reference", "self", "rationalized"))
+        if not lines:
+            figures["arms"][arm] = {"lines": 0, "skipped": "no failure has a target of this kind"}
+            save(out, figures)
+            continue
         epochs = args.epochs * reference_lines / lines
         t_train = time.perf_counter()
         trained = train(
