@@ -252,3 +252,32 @@ def test_hashes_of_runs_without_sampling_are_those_of_earlier_releases() -> None
     table = {"categories": "arith", "samples": None, "temperature": 0.0, "targets": "reference"}
     assert _hashed(table) == {"categories": "arith"}
     assert _hashed({**table, "samples": 4})["samples"] == 4
+
+
+def test_a_run_trains_with_grpo_when_asked(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, tiny_model_dir)
+    config.write_text(
+        config.read_text()
+        .replace("rounds = 2", "rounds = 1")
+        .replace("[train]\n", '[train]\nmethod = "grpo"\n')
+        + "[grpo]\nmax_steps = 1\nnum_generations = 2\nmax_completion_length = 8\nbatch_size = 1\n"
+    )
+    assert main(["run", str(config), "--no-progress"]) == 0
+    state = json.loads((tmp_path / "run" / STATE).read_text())
+    train = state["steps"]["round-1/train"]
+    assert train["method"] == "grpo" and train["steps"] == 1 and train["prompts"] == 6
+    assert (tmp_path / "run/round-1/validate/validation.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("rounds = 2\n", 'method = "grpo" runs one round'),
+        ('backend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n', "a server cannot serve"),
+    ],
+)
+def test_grpo_run_mistakes_are_one_sentence(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "m"\n{extra}[train]\nmethod = "grpo"\n')
+    with pytest.raises(FailtuneError, match=message):
+        resolve_config(load_config(path))

@@ -447,8 +447,15 @@ class RunValidateOptions(ValidateOptions):
 
 @dataclass
 class TrainOptions:
-    """LoRA SFT with TRL + PEFT (failtune.training.sft)."""
+    """LoRA SFT with TRL + PEFT (failtune.training.sft), or GRPO (then GRPOOptions apply)."""
 
+    method: str = option(
+        "sft",
+        "sft: supervised fine-tuning on the training files; grpo: reinforcement learning with "
+        "failtune's graders as the reward, on an extract's failures within reach (give its "
+        "folder) or on a prompt dataset",
+        choices=("sft", "grpo"),
+    )
     num_train_epochs: float = option(2.0, "epochs", low=0, open_low=True)
     learning_rate: float | list[float] = option(  # noqa: RUF009 (option() returns a field)
         2e-4,
@@ -532,6 +539,65 @@ class TrainOptions:
 
 
 @dataclass
+class GRPOOptions:
+    """GRPO with TRL + PEFT (failtune.training.grpo)."""
+
+    num_generations: int = option(
+        8,
+        "answers sampled per prompt: the group whose rewards GRPO compares (at least 2)",
+        low=2,
+    )
+    max_completion_length: int | None = option(
+        None,
+        "cap on generated tokens per answer (default: the largest task default, e.g. 320 for "
+        "GSM8K); an answer cut by it earns no reward",
+        low=1,
+    )
+    temperature: float = option(1.0, "sampling temperature of the answers", low=0, open_low=True)
+    beta: float = option(
+        0.0,
+        "KL coefficient against the base model: 0 leaves it out, a positive one is a lever "
+        "against forgetting (costs a reference forward pass per step)",
+        low=0,
+    )
+    learning_rate: float = option(
+        1e-5, "learning rate (LoRA under GRPO: around 1e-5)", low=0, open_low=True
+    )
+    num_train_epochs: float = option(1.0, "passes over the prompts", low=0, open_low=True)
+    max_steps: int | None = option(
+        None, "stop after N optimizer steps (instead of num_train_epochs)", low=1
+    )
+    batch_size: int = option(
+        2, "prompts per optimizer step, each answered num_generations times", low=1
+    )
+    lora_r: int = option(16, "LoRA rank", low=1)
+    lora_alpha: int = option(32, "LoRA alpha", low=1)
+    lora_dropout: float = option(0.0, "LoRA dropout", low=0, high=1, open_high=True)
+    save_steps: int = option(
+        10, "optimizer steps between checkpoints (what a killed run resumes from)", low=1
+    )
+    dtype: str = option("auto", "as for extract", choices=DTYPES)
+    device: str = option("auto", "as for extract")
+    report_to: str = option(
+        "none",
+        "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
+        "mlflow, trackio or none",
+    )
+    seed: int = option(0, "training and sampling seed", run=False)
+    resume: bool = option(
+        True, "resume from <output_dir>/checkpoints; --no-resume ignores them", run=False
+    )
+
+
+# GRPO's own options; the others it shares with SFT's (learning rate, LoRA, epochs …).
+GRPO_ONLY = [
+    f.name
+    for f in dataclasses.fields(GRPOOptions)
+    if f.name not in {g.name for g in dataclasses.fields(TrainOptions)}
+]
+
+
+@dataclass
 class CostOptions:
     gpu_hourly_usd: float | None = option(
         None,
@@ -588,6 +654,7 @@ class RunOptions(EngineOptions, ServerOptions):
 SECTIONS: dict[str, type] = {
     "extract": ExtractOptions,
     "train": TrainOptions,
+    "grpo": GRPOOptions,
     "validate": RunValidateOptions,
     "cost": CostOptions,
 }

@@ -28,7 +28,7 @@ from failtune.pipeline.cost import token_counts
 from failtune.pipeline.engines import Engines
 from failtune.pipeline.plan import BASELINE, Plan, Step, adapter_folder
 from failtune.tasks import Problem, Task
-from failtune.training import sft
+from failtune.training import grpo, sft
 from failtune.training.tracking import without_trackers
 from failtune.validation.forgetting import training_info
 from failtune.validation.paired import validate
@@ -61,7 +61,7 @@ _LATER_KEYS = {
     name: default
     for name, default in defaults(ExtractOptions).items()
     if name in ("samples", "temperature", "top_p", "top_k", "sample_seed", "targets", "per_problem")
-}
+} | {"method": "sft"}
 # What the targets step reads of [extract]; the extract step's hash leaves them out, so a change
 # of targets redoes only the targets step, keeping the samples.
 _TARGET_KEYS = ("targets", "per_problem")
@@ -120,7 +120,18 @@ def train_inputs(step: Step, ctx: Context) -> dict[str, Any]:
     section = {k: v for k, v in ctx.config.table("train").items() if k != "selection_size"}
     if step.learning_rate is not None:
         section["learning_rate"] = step.learning_rate
+    grpo = ctx.config.train.method == "grpo"
+    section = _hashed(section) | (
+        {"grpo": without_trackers(ctx.config.table("grpo"))} if grpo else {}
+    )
     extracted = ctx.plan.path(ctx.plan[step.inputs[0]])
+    if grpo:  # its prompts are the extract's failures within reach
+        return {
+            "section": without_trackers(section),
+            "model": step.model,
+            "seed": ctx.config.run.seed,
+            "data": _file_hashes([extracted / RESULTS]),
+        }
     return {
         "section": without_trackers(section),
         "model": step.model,
@@ -239,6 +250,8 @@ def _graded(
 
 def train_work(step: Step, ctx: Context) -> dict[str, Any]:
     """Train on the round's failures; merged into a plain model when another round follows."""
+    if ctx.config.train.method == "grpo":
+        return _grpo_work(step, ctx)
     rate = step.learning_rate if step.learning_rate is not None else ctx.config.train.learning_rate
     options = dataclasses.replace(ctx.config.train, merge=step.merge, learning_rate=rate)
     adapter = ctx.plan.path(step)
@@ -263,6 +276,30 @@ def train_work(step: Step, ctx: Context) -> dict[str, Any]:
         "examples": result.examples,
         "steps": result.metrics.get("steps"),
         "last_logged_loss": losses[-1] if losses else None,
+    }
+
+
+def _grpo_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """GRPO on the extract's failures within reach (all of them without samples)."""
+    ctx.engines.release(f"training {step.folder}")
+    adapter = ctx.plan.path(step)
+    prompts = grpo.prompt_dataset_for(
+        ctx.plan.path(ctx.plan[step.inputs[0]]), adapter, ctx.config.tasks
+    )
+    result = grpo.train_grpo(
+        step.model,
+        prompts,
+        adapter,
+        options=ctx.config.grpo,
+        task_options=ctx.config.tasks,
+        show_progress=ctx.show_progress,
+    )
+    rewards = [h["reward"] for h in result.metrics.get("log_history", []) if "reward" in h]
+    return {
+        "method": "grpo",
+        "prompts": result.prompts,
+        "steps": result.metrics.get("steps"),
+        "last_mean_reward": rewards[-1] if rewards else None,
     }
 
 

@@ -17,6 +17,7 @@ from failtune.validation.paired import ValidationResult
 if TYPE_CHECKING:
     from failtune.evaluation.extraction import ExtractResult
     from failtune.pipeline.runner import RunResult
+    from failtune.training.grpo import GRPOResult
     from failtune.training.sft import TrainResult
 
 
@@ -81,6 +82,23 @@ def reach_table(reach: dict, pass_at_k: dict) -> Table:
             )
         table.add_row(*cells)
     return table
+
+
+def print_grpo(result: GRPOResult) -> None:
+    """The last step's reward and how many groups carried a gradient."""
+    logged = [h for h in result.metrics.get("log_history", []) if "reward" in h]
+    last = logged[-1] if logged else {}
+    out.print(
+        f"GRPO on {result.prompts} prompts, {result.metrics.get('steps')} steps in "
+        f"{result.seconds:.0f} s → adapter {result.output_dir}"
+        + (
+            f"; last step: mean reward {last['reward']:.3f}, groups without reward variance "
+            f"{last.get('frac_reward_zero_std', float('nan')):.0%}"
+            if last
+            else ""
+        )
+        + f"; per step: {result.metrics_file}"
+    )
 
 
 def print_train(result: TrainResult) -> None:
