@@ -108,7 +108,7 @@ def candidates(rates: float | list[float]) -> list[float] | None:
 def recorded_plan(run_dir: Path, config: Mapping[str, Any]) -> Plan:
     """The plan of a run folder, from the config its run_state.json records."""
     rates = candidates(config["train"]["learning_rate"])
-    retargets = config["extract"].get("targets", "reference") != "reference"
+    retargets = config.get("extract", {}).get("targets", "reference") != "reference"
     from_base = bool(config.get("retrain_from_base", False))
     return build_plan(run_dir, config["model"], config["rounds"], rates, retargets, from_base)
 
