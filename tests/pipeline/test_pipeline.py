@@ -233,6 +233,9 @@ def test_targets_step_keeps_the_samples_when_only_the_targets_change(
     assert validation["categories"]["arith"]["sampled"]["success_rate"]["n"] == 6
     baseline_rows = (run / "baseline/results.jsonl").read_text().splitlines()
     assert len(baseline_rows) == 6 * 3  # greedy and two samples, reused by validation
+    report = (run / "report/report.md").read_text()
+    assert "## Reach of the failures" in report and "## Sampled answers" in report
+    assert "| arith | 6 | 0 | 0 | 6 |" in report  # n, solved, near, out of reach
 
     assert main(["run", str(config), "--no-progress", "--set", "extract.per_problem=2"]) == 0
     again = json.loads((run / STATE).read_text())
@@ -267,6 +270,8 @@ def test_a_run_trains_with_grpo_when_asked(tiny_model_dir: Path, tmp_path: Path)
     train = state["steps"]["round-1/train"]
     assert train["method"] == "grpo" and train["steps"] == 1 and train["prompts"] == 6
     assert (tmp_path / "run/round-1/validate/validation.json").is_file()
+    assert (tmp_path / "run/report/reward.png").is_file()
+    assert "GRPO mean reward per step" in (tmp_path / "run/report/report.md").read_text()
 
 
 @pytest.mark.parametrize(
