@@ -29,10 +29,13 @@ class ScriptedBackend:
         batch_size: int = 4,
         die_after_batches: int | None = None,
         model: str = "scripted",
+        sample: Callable[[str, str, int], str] | None = None,
     ) -> None:
         self.answer, self.batch_size, self.die_after = answer, batch_size, die_after_batches
+        self.sample = sample  # (prompt, key, sample index) → a sampled answer
         self.info = BackendInfo(backend="scripted", model=model)
         self.prompts_seen: list[str] = []
+        self.samples_seen: list[tuple[str, int]] = []
 
     def stream(
         self, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
@@ -46,6 +49,27 @@ class ScriptedBackend:
                 self.prompts_seen.append(prompts[i])
                 text = self.answer(prompts[i])
                 batch.append((i, Generation(text, "stop", len(text.split()))))
+            yield batch
+
+    def stream_samples(
+        self,
+        prompts: Sequence[str],
+        params: GenParams,
+        skip: Collection[tuple[int, int]] = (),
+        keys: Sequence[str] | None = None,
+    ) -> Iterator[list[tuple[int, int, Generation]]]:
+        assert self.sample is not None and params.temperature > 0
+        keys = keys or prompts
+        todo = [(i, s) for i in range(len(prompts)) for s in range(params.samples)]
+        todo = [pair for pair in todo if pair not in skip]
+        for n, start in enumerate(range(0, len(todo), self.batch_size)):
+            if self.die_after is not None and n >= self.die_after:
+                raise KeyboardInterrupt
+            batch = []
+            for i, s in todo[start : start + self.batch_size]:
+                self.samples_seen.append((keys[i], s))
+                text = self.sample(prompts[i], keys[i], s)
+                batch.append((i, s, Generation(text, "stop", len(text.split()))))
             yield batch
 
     def loglikelihood(

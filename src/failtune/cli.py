@@ -16,12 +16,14 @@ from typing import Any
 from failtune import preflight as checks
 from failtune.config.options import (
     EPILOG,
+    GRPO_ONLY,
     SECTIONS,
     CostOptions,
     EngineOptions,
     EstimateOptions,
     ExtractOptions,
     GenerationOptions,
+    GRPOOptions,
     RunOptions,
     ServerOptions,
     TaskFlags,
@@ -128,10 +130,16 @@ def _train(sub: Any) -> None:
         p,
         "dataset_path",
         required=True,
-        help='training file or glob, e.g. "out/*_training_ready.jsonl"',
+        help='training file or glob, e.g. "out/*_training_ready.jsonl"; --method grpo: an '
+        "extract folder (its failures within reach) or a prompt dataset",
     )
     _flag(p, "output_dir", required=True, help="folder for the adapter")
     add_flags(p, SECTIONS["train"])
+    grpo = p.add_argument_group(
+        "--method grpo (learning rate, epochs, batch size, LoRA, save steps, dtype, device, "
+        "report_to and seed as above when given; GRPO's own defaults otherwise)"
+    )
+    add_flags(grpo, GRPOOptions, only=GRPO_ONLY)
     _no_progress(p)
 
 
@@ -245,6 +253,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from failtune.training.sft import train
 
     opts = from_args(SECTIONS["train"], args)
+    if opts.method == "grpo":
+        return _run_grpo(args)
     problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
     problems += checks.launch_problems(
         opts.num_processes, opts.accelerate_config, opts.batch_size, opts.device, ""
@@ -259,6 +269,35 @@ def _run_train(args: argparse.Namespace) -> int:
     )
     print_train(result)
     return 0
+
+
+def _run_grpo(args: argparse.Namespace) -> int:
+    from failtune.reporting.terminal import print_grpo
+    from failtune.training.grpo import prompt_dataset_for, train_grpo
+
+    shared = [f.name for f in fields(GRPOOptions) if f.name not in GRPO_ONLY]
+    given = {name for name in shared if _given(args.argv, SECTIONS["train"], name)}
+    values = {name: getattr(args, name) for name in given | set(GRPO_ONLY)}
+    opts = GRPOOptions(**values)
+    problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
+    if args.num_processes != 1 or args.accelerate_config:
+        problems.append("--method grpo trains in one process here; drop --num-processes")
+    _checked(problems)
+    prompts = prompt_dataset_for(args.dataset_path, args.output_dir)
+    print_grpo(
+        train_grpo(
+            args.model_name, prompts, args.output_dir, options=opts, show_progress=args.progress
+        )
+    )
+    return 0
+
+
+def _given(argv: Sequence[str], cls: type, name: str) -> bool:
+    """Whether the command line sets option `name` itself (not its default)."""
+    field = next(f for f in fields(cls) if f.name == name)
+    names = spellings(field.metadata["flag"] or name, *field.metadata["flags"])
+    names += spellings(f"no_{name}")
+    return any(a.split("=")[0] in names for a in argv)
 
 
 def _run_validate(args: argparse.Namespace) -> int:
@@ -369,6 +408,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.command:
         parser.print_help()
         return 2

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import pwd
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -540,19 +542,28 @@ def test_unsandboxed_programs_still_cannot_open_sockets_or_exit_early() -> None:
         "landlock_abi": 0,
         "missing": [],
     }
-    verdicts = []
-    for code in (
-        "import socket\nsocket.socket()",
-        "import socket\nsocket.create_connection(('127.0.0.1', 9))",
-        "import os\nos._exit(0)",
-        "def f():\n    return 1",
-    ):
-        request = {
+    requests = [
+        {
             "parts": [["candidate", code], ["tests", "assert f() == 1\n"]],
             "sentinel": os.urandom(8).hex(),
             "limits": asdict(Limits(timeout=TIMEOUT)),
         }
-        verdicts.append(_run_one(request, policy)["reason"])
+        for code in (
+            "import socket\nsocket.socket()",
+            "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+            "import os\nos._exit(0)",
+            "def f():\n    return 1",
+        )
+    ]
+    # In a worker process of its own, as the sandbox runs it: without a PID namespace, a run
+    # kills every descendant of its process, which here would be the test session's servers.
+    bystander = subprocess.Popen(["sleep", "60"])  # as a server the test session started
+    fork = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=fork) as pool:
+        verdicts = [r["reason"] for r in pool.map(_run_one, requests, [policy] * len(requests))]
+    assert bystander.poll() is None, "the run killed a process of the test session"
+    bystander.kill()
+    bystander.wait()
     assert verdicts == [
         "runtime_error:PermissionError",
         "runtime_error:PermissionError",

@@ -201,3 +201,88 @@ def test_run_refuses_a_training_file_holding_a_test_prompt(
     assert "exactly training instructions" in err[-1]
     state = json.loads((tmp_path / "run" / STATE).read_text())
     assert state["steps"]["round-1/validate"]["status"] == "running"
+
+
+def test_targets_step_keeps_the_samples_when_only_the_targets_change(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """With targets other than the reference, a targets step makes the training files from the
+    extract's records; changing only the targets redoes that step, not the sampling."""
+    config = tiny_config(tmp_path, tiny_model_dir)
+    config.write_text(
+        config.read_text()
+        .replace("rounds = 2", "rounds = 1")
+        .replace("[extract]\n", '[extract]\nsamples = 2\ntemperature = 1.0\ntargets = "auto"\n')
+        .replace("[validate]\n", "[validate]\nsamples = 2\ntemperature = 1.0\n")
+    )
+    run = tmp_path / "run"
+    assert main(["run", str(config), "--no-progress"]) == 0
+    state = json.loads((run / STATE).read_text())
+    names = ["round-1/extract", "round-1/targets", "baseline", "round-1/train", "round-1/validate"]
+    assert list(state["steps"]) == names
+    rows = [json.loads(line) for line in (run / "round-1/extract/results.jsonl").open()]
+    assert sorted(r.get("sample", -1) for r in rows) == [-1] * 6 + [0] * 6 + [1] * 6
+    # a random model reaches nothing: auto falls back to the reference solution of each failure
+    targets = state["steps"]["round-1/targets"]["targets"]
+    assert targets["reference"] == 6 - targets["self"] - targets["rationalized"]
+    provenance = run / "round-1/targets/arith_training_provenance.jsonl"
+    assert len(provenance.read_text().splitlines()) == 6
+    adapter = json.loads((run / "round-1/adapter/adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
+    validation = json.loads((run / "round-1/validate/validation.json").read_text())
+    assert validation["categories"]["arith"]["sampled"]["success_rate"]["n"] == 6
+    baseline_rows = (run / "baseline/results.jsonl").read_text().splitlines()
+    assert len(baseline_rows) == 6 * 3  # greedy and two samples, reused by validation
+    report = (run / "report/report.md").read_text()
+    assert "## Reach of the failures" in report and "## Sampled answers" in report
+    assert "| arith | 6 | 0 | 0 | 6 |" in report  # n, solved, near, out of reach
+
+    assert main(["run", str(config), "--no-progress", "--set", "extract.per_problem=2"]) == 0
+    again = json.loads((run / STATE).read_text())
+    assert (
+        again["steps"]["round-1/extract"]["finished"]
+        == state["steps"]["round-1/extract"]["finished"]
+    )
+    assert (
+        again["steps"]["round-1/targets"]["finished"]
+        != state["steps"]["round-1/targets"]["finished"]
+    )
+
+
+def test_hashes_of_runs_without_sampling_are_those_of_earlier_releases() -> None:
+    from failtune.pipeline.steps import _hashed
+
+    table = {"categories": "arith", "samples": None, "temperature": 0.0, "targets": "reference"}
+    assert _hashed(table) == {"categories": "arith"}
+    assert _hashed({**table, "samples": 4})["samples"] == 4
+
+
+def test_a_run_trains_with_grpo_when_asked(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, tiny_model_dir)
+    config.write_text(
+        config.read_text()
+        .replace("rounds = 2", "rounds = 1")
+        .replace("[train]\n", '[train]\nmethod = "grpo"\n')
+        + "[grpo]\nmax_steps = 1\nnum_generations = 2\nmax_completion_length = 8\nbatch_size = 1\n"
+    )
+    assert main(["run", str(config), "--no-progress"]) == 0
+    state = json.loads((tmp_path / "run" / STATE).read_text())
+    train = state["steps"]["round-1/train"]
+    assert train["method"] == "grpo" and train["steps"] == 1 and train["prompts"] == 6
+    assert (tmp_path / "run/round-1/validate/validation.json").is_file()
+    assert (tmp_path / "run/report/reward.png").is_file()
+    assert "GRPO mean reward per step" in (tmp_path / "run/report/report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("rounds = 2\n", 'method = "grpo" runs one round'),
+        ('backend = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n', "a server cannot serve"),
+    ],
+)
+def test_grpo_run_mistakes_are_one_sentence(tmp_path: Path, extra: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "m"\n{extra}[train]\nmethod = "grpo"\n')
+    with pytest.raises(FailtuneError, match=message):
+        resolve_config(load_config(path))

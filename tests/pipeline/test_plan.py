@@ -112,3 +112,20 @@ def test_changed_inputs_start_the_time_over(tmp_path: Path) -> None:
     with state.attempt("s", "new", []):
         pass
     assert state.finish("s", {}, 3.0)["seconds"] == 3.0
+
+
+def test_targets_step_and_training_from_the_base() -> None:
+    plan = build_plan(Path("r"), "base", 2, None, retargets=True, from_base=True)
+    names = [s.name for s in plan.steps]
+    assert names[:4] == ["round-1/extract", "round-1/targets", "baseline", "round-1/train"]
+    assert plan["round-1/train"].inputs == ("round-1/targets",)
+    assert plan["round-1/targets"].inputs == ("round-1/extract",)
+    # round 2 samples on round 1's model but trains a fresh adapter on the base
+    assert plan["round-2/extract"].model == str(Path("r") / "round-1/adapter/merged")
+    assert plan["round-2/train"].model == "base"
+    stacked = build_plan(Path("r"), "base", 2, None)
+    assert stacked["round-2/train"].model == str(Path("r") / "round-1/adapter/merged")
+    assert "round-1/targets" not in [s.name for s in stacked.steps]
+    config = {"model": "base", "rounds": 2, "retrain_from_base": True}
+    config |= {"train": {"learning_rate": 2e-4}, "extract": {"targets": "self"}}
+    assert recorded_plan(Path("r"), config) == plan

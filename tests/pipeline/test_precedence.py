@@ -51,8 +51,24 @@ def _resolved(path: Path, *argv: str) -> Any:
     return run_config(build_parser().parse_args(["run", str(path), *argv]))
 
 
+# Switches: a flag can only turn them on.
+SWITCHES = ("retrain_from_base",)
+
+
 def test_every_top_level_key_is_covered() -> None:
-    assert set(TOP) == {f.name for f in section_fields(RunOptions)}
+    assert set(TOP) | set(SWITCHES) == {f.name for f in section_fields(RunOptions)}
+
+
+@pytest.mark.parametrize("key", SWITCHES)
+def test_switch_precedence(key: str, tmp_path: Path) -> None:
+    flag = f"--{key.replace('_', '-')}"
+    unset = _config(tmp_path, {}, name="defaults")
+    assert getattr(_resolved(unset).run, key) is False
+    path = _config(tmp_path, {key: True})
+    assert getattr(_resolved(path).run, key) is True
+    assert getattr(_resolved(path, "--set", f"{key}=false").run, key) is False
+    assert getattr(_resolved(path, "--set", f"{key}=false", flag).run, key) is True
+    assert getattr(_resolved(path, "--set", f"{key}=false", "--seed", "5").run, key) is False
 
 
 @pytest.mark.parametrize("key", sorted(TOP))

@@ -168,15 +168,14 @@ class FormsJudge(StubHandler):
             FormsJudge.bodies.append(body)
             FormsJudge.in_flight[0] += 1
             FormsJudge.in_flight[1] = max(FormsJudge.in_flight)
-        try:
-            time.sleep(FormsJudge.latency)
-            if FormsJudge.refuse_schema and "response_format" in body:
-                self.reply(400, {"error": {"message": "response_format is not supported"}})
-                return
-            self.reply(200, chat_answer(self._verdict(body), "stop", 3))
-        finally:
-            with FormsJudge.lock:
-                FormsJudge.in_flight[0] -= 1
+        time.sleep(FormsJudge.latency)
+        if FormsJudge.refuse_schema and "response_format" in body:
+            status, answer = 400, {"error": {"message": "response_format is not supported"}}
+        else:
+            status, answer = 200, chat_answer(self._verdict(body), "stop", 3)
+        with FormsJudge.lock:  # before the reply: its client may send the next request at once
+            FormsJudge.in_flight[0] -= 1
+        self.reply(status, answer)
 
     def _verdict(self, body: dict) -> str:
         prompt = body["messages"][0]["content"]

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from failtune.errors import FailtuneError
 
 T = TypeVar("T")
+TARGETS = ("reference", "self", "rationalized", "auto")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 EPILOG = "Flags accept underscores or hyphens: --model_path and --model-path are the same."
 
@@ -229,6 +230,29 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
         "backup); by default problems already graded are skipped",
         run=False,
     )
+    samples: int | None = option(
+        None,
+        "K sampled answers per problem besides the greedy one (needs --temperature > 0): "
+        "pass@k for every k <= K and, in extract, the reach map of the failures",
+        low=1,
+        metavar="K",
+    )
+    temperature: float = option(
+        0.0, "sampling temperature of the --samples answers (0: greedy only)", low=0
+    )
+    top_p: float = option(
+        1.0,
+        "sampling: keep the smallest set of tokens holding this much mass",
+        low=0,
+        high=1,
+        open_low=True,
+    )
+    top_k: int = option(0, "sampling: keep the K most likely tokens (0: no limit)", low=0)
+    sample_seed: int = option(
+        0,
+        "seed of the samples: an answer's randomness comes from it, the problem id and the "
+        "sample index, so batch size, order and resuming do not change it",
+    )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
         """Constructor arguments per task, from the flags; `given` ones take precedence."""
@@ -259,6 +283,27 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
 
     def server(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(ServerOptions)} | {"seed": self.seed}
+
+    def sampling(self) -> dict[str, Any] | None:
+        """The backends.GenParams fields of the sampled answers; None without --samples."""
+        if self.samples is None:
+            return None
+        return {
+            "samples": self.samples,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "seed": self.sample_seed,
+        }
+
+    def combination_problems(self) -> list[str]:
+        """Options that are each fine but wrong together."""
+        if self.samples is not None and self.temperature <= 0:
+            return [
+                f"--samples {self.samples} needs --temperature above 0: greedy decoding gives "
+                "the same answer every time"
+            ]
+        return []
 
 
 @dataclass
@@ -291,6 +336,26 @@ class ExtractOptions(GenerationOptions):
         run=False,
     )
     shard_index: int = option(0, "which shard this run is (0 … N-1)", low=0, run=False)
+    targets: str = option(
+        "reference",
+        "what a failure trains on: reference (the dataset's solution), self (up to "
+        "--per-problem of the model's own distinct correct samples; needs --samples), "
+        "rationalized (an answer written with the correct one as a hint, kept if it reaches "
+        "it without citing the hint), auto (self, else rationalized, else reference)",
+        choices=TARGETS,
+    )
+    per_problem: int = option(
+        4, "--targets self/auto: distinct correct samples kept per failure", low=1
+    )
+
+    def combination_problems(self) -> list[str]:
+        found = super().combination_problems()
+        if self.targets == "self" and self.samples is None:
+            found.append(
+                "--targets self trains on the model's own correct samples: give --samples K "
+                "and --temperature"
+            )
+        return found
 
 
 @dataclass
@@ -382,8 +447,15 @@ class RunValidateOptions(ValidateOptions):
 
 @dataclass
 class TrainOptions:
-    """LoRA SFT with TRL + PEFT (failtune.training.sft)."""
+    """LoRA SFT with TRL + PEFT (failtune.training.sft), or GRPO (then GRPOOptions apply)."""
 
+    method: str = option(
+        "sft",
+        "sft: supervised fine-tuning on the training files; grpo: reinforcement learning with "
+        "failtune's graders as the reward, on an extract's failures within reach (give its "
+        "folder) or on a prompt dataset",
+        choices=("sft", "grpo"),
+    )
     num_train_epochs: float = option(2.0, "epochs", low=0, open_low=True)
     learning_rate: float | list[float] = option(  # noqa: RUF009 (option() returns a field)
         2e-4,
@@ -467,6 +539,65 @@ class TrainOptions:
 
 
 @dataclass
+class GRPOOptions:
+    """GRPO with TRL + PEFT (failtune.training.grpo)."""
+
+    num_generations: int = option(
+        8,
+        "answers sampled per prompt: the group whose rewards GRPO compares (at least 2)",
+        low=2,
+    )
+    max_completion_length: int | None = option(
+        None,
+        "cap on generated tokens per answer (default: the largest task default, e.g. 320 for "
+        "GSM8K); an answer cut by it earns no reward",
+        low=1,
+    )
+    temperature: float = option(1.0, "sampling temperature of the answers", low=0, open_low=True)
+    beta: float = option(
+        0.0,
+        "KL coefficient against the base model: 0 leaves it out, a positive one is a lever "
+        "against forgetting (costs a reference forward pass per step)",
+        low=0,
+    )
+    learning_rate: float = option(
+        1e-5, "learning rate (LoRA under GRPO: around 1e-5)", low=0, open_low=True
+    )
+    num_train_epochs: float = option(1.0, "passes over the prompts", low=0, open_low=True)
+    max_steps: int | None = option(
+        None, "stop after N optimizer steps (instead of num_train_epochs)", low=1
+    )
+    batch_size: int = option(
+        2, "prompts per optimizer step, each answered num_generations times", low=1
+    )
+    lora_r: int = option(16, "LoRA rank", low=1)
+    lora_alpha: int = option(32, "LoRA alpha", low=1)
+    lora_dropout: float = option(0.0, "LoRA dropout", low=0, high=1, open_high=True)
+    save_steps: int = option(
+        10, "optimizer steps between checkpoints (what a killed run resumes from)", low=1
+    )
+    dtype: str = option("auto", "as for extract", choices=DTYPES)
+    device: str = option("auto", "as for extract")
+    report_to: str = option(
+        "none",
+        "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
+        "mlflow, trackio or none",
+    )
+    seed: int = option(0, "training and sampling seed", run=False)
+    resume: bool = option(
+        True, "resume from <output_dir>/checkpoints; --no-resume ignores them", run=False
+    )
+
+
+# GRPO's own options; the others it shares with SFT's (learning rate, LoRA, epochs …).
+GRPO_ONLY = [
+    f.name
+    for f in dataclasses.fields(GRPOOptions)
+    if f.name not in {g.name for g in dataclasses.fields(TrainOptions)}
+]
+
+
+@dataclass
 class CostOptions:
     gpu_hourly_usd: float | None = option(
         None,
@@ -506,6 +637,11 @@ class RunOptions(EngineOptions, ServerOptions):
         1, "extract → train → validate rounds, each on the last one's model", low=1
     )
     seed: int = option(0, "seed of generated tasks, training and resampling")
+    retrain_from_base: bool = option(
+        False,
+        "rounds > 1: each round still samples on the last round's model, but trains a fresh "
+        "adapter on the base model instead of stacking one on the last (ReST-EM)",
+    )
     served_model: str | None = option(
         None,
         "backend openai: the name the server serves the base model under (default: the one "
@@ -518,6 +654,7 @@ class RunOptions(EngineOptions, ServerOptions):
 SECTIONS: dict[str, type] = {
     "extract": ExtractOptions,
     "train": TrainOptions,
+    "grpo": GRPOOptions,
     "validate": RunValidateOptions,
     "cost": CostOptions,
 }
@@ -654,7 +791,8 @@ def value_problems(options: Any) -> list[str]:
             problem = "takes one value here (a list of them is a sweep, which failtune run does)"
         if problem:
             found.append(f"--{_flag_name(f)} {problem}")
-    return found
+    combined = getattr(options, "combination_problems", None)
+    return found + (combined() if combined and not found else [])
 
 
 def check_values(cls: type, values: Mapping[str, Any], section: str) -> list[str]:

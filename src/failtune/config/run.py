@@ -11,6 +11,7 @@ from failtune.config.options import (
     SECTIONS,
     CostOptions,
     ExtractOptions,
+    GRPOOptions,
     RunOptions,
     RunValidateOptions,
     TrainOptions,
@@ -29,6 +30,7 @@ class RunConfig:
     train: TrainOptions  # learning_rate may be a list: a sweep (failtune.pipeline.sweep)
     validate: RunValidateOptions
     cost: CostOptions
+    grpo: GRPOOptions  # the train steps' settings when [train] method = "grpo"
 
     def table(self, name: str) -> dict[str, Any]:
         """A step's table as the config file writes it: what its input hash reads."""

@@ -1,7 +1,10 @@
 """Extract: generate → grade → results.jsonl → <category>_training_ready.jsonl.
 
-Every problem of the chosen split is run and graded; every failure becomes one SFT example whose
-output is the dataset's own solution. No teacher model: the benchmark already holds the answers.
+Every problem of the chosen split is run and graded; every failure becomes SFT examples. By
+default the output is the dataset's own solution (no teacher model: the benchmark already holds
+the answers); with K samples per problem the failures get a reach map (near: a sample was right,
+out of reach: none was) and may train on the model's own verified answers instead
+(failtune.evaluation.targets).
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ from failtune.evaluation.records import (
     holdouts,
     load_problems,
     read_completions,
+    sample,
     summarize,
 )
-from failtune.files import atomic_write_jsonl, output_folder
+from failtune.evaluation.training_data import Found, find_targets, write_training_files
+from failtune.files import output_folder
 from failtune.manifest import data_hashes, now, write_manifest
 from failtune.tasks import Problem, Task, TaskOptions, parse_categories, sandbox_of, tasks_for
-
-TRAINING_SUFFIX = "_training_ready.jsonl"
-REPLAY_SUFFIX = "_replay.jsonl"  # problems already solved: replay data against forgetting
 
 
 @dataclass
@@ -39,6 +41,9 @@ class ExtractResult:
     summary: dict[str, dict[str, Any]]
     training_files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    reach: dict[str, dict[str, Any]] = field(default_factory=dict)  # per category, with samples
+    pass_at_k: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)  # training lines per source
 
 
 SHARD_RULE = "position % num_shards == shard_index, positions in the full problem list"
@@ -68,30 +73,6 @@ def select_shard(
 ) -> list[tuple[Task, Problem]]:
     """Every num_shards-th problem: shards are disjoint, together complete, and balanced."""
     return problems[shard_index::num_shards]
-
-
-def write_training_files(
-    problems: list[tuple[Task, Problem]], records: list[dict[str, Any]], output_dir: Path
-) -> dict[str, Path]:
-    """One `{"instruction", "output"}` line per failure, per category, in dataset order.
-
-    The problems the model already solves go to `<category>_replay.jsonl` in the same format
-    (with the dataset's solution), for `train --replay` to fight forgetting.
-    """
-    correct = {r["id"]: r["correct"] for r in records}
-    per_category: dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]] = {}
-    for task, problem in problems:
-        failed, solved = per_category.setdefault(task.category, ([], []))
-        if problem.id in correct:
-            row = {"instruction": problem.prompt, "output": problem.solution}
-            (solved if correct[problem.id] else failed).append(row)
-    paths = {}
-    for category, (failed, solved) in per_category.items():
-        path = output_dir / f"{category}{TRAINING_SUFFIX}"
-        atomic_write_jsonl(path, failed)
-        atomic_write_jsonl(output_dir / f"{category}{REPLAY_SUFFIX}", solved)
-        paths[category] = path
-    return paths
 
 
 def extract(
@@ -124,6 +105,11 @@ def extract(
     if o.completions is not None:
         if o.num_shards != 1:
             raise FailtuneError("--num-shards splits a model run, not a completions file")
+        if o.samples is not None or o.targets in ("self", "rationalized"):
+            what = "--samples" if o.samples is not None else f"--targets {o.targets}"
+            raise FailtuneError(
+                f"{what} asks the model for answers: give a model, not --completions"
+            )
         given, problems = _given_problems(Path(o.completions), categories, task_options)
     else:
         problems = load_problems(
@@ -144,18 +130,31 @@ def extract(
     if sandbox:
         manifest["sandbox"] = sandbox
     write_manifest(out, "extract", args, status="running", **manifest)
+    generation = {"max_new_tokens": o.max_new_tokens, "stop": tuple(o.stop)}
     records = evaluate(
         problems,
         out,
         backend=model,
         completions=given,
-        max_new_tokens=o.max_new_tokens,
-        stop=tuple(o.stop),
         resume=o.resume,
         show_progress=show_progress,
         label="extract",
+        **generation,
     )
-    return _finish(out, problems, records, args, manifest, time.perf_counter() - t0)
+    sampled: list[dict[str, Any]] = []
+    sampling = o.sampling()
+    if sampling and model is not None:
+        sampled = sample(
+            problems,
+            out,
+            model,
+            sampling,
+            show_progress=show_progress,
+            label="samples",
+            **generation,
+        )
+    found = find_targets(problems, records, sampled, o, model, out, show_progress=show_progress)
+    return _finish(out, problems, found, args, manifest, time.perf_counter() - t0)
 
 
 def _open_model(model_path: str | None, o: ExtractOptions, server: Mapping[str, Any]) -> Backend:
@@ -210,14 +209,15 @@ def _run_record(
 def _finish(
     out: Path,
     problems: list[tuple[Task, Problem]],
-    records: list[dict[str, Any]],
+    found: Found,
     args: dict[str, Any],
     manifest: dict[str, Any],
     seconds: float,
 ) -> ExtractResult:
     """Summarise, write the training files and the final manifest."""
+    records = found.records
     summary = summarize(records, {t.name: t.category for t, _ in problems})
-    training = write_training_files(problems, records, out)
+    training = write_training_files(problems, records, out, found.targets)
     write_manifest(
         out,
         "extract",
@@ -229,9 +229,19 @@ def _finish(
         summary=summary,
         completion_tokens=sum(r["completion_tokens"] or 0 for r in records),
         training_files={c: str(p) for c, p in training.items()},
+        **found.record(args.get("targets", "reference")),
         cost={"wall_seconds": round(seconds, 2)},
     )
-    return ExtractResult(out, records, summary, training, seconds)
+    return ExtractResult(
+        out,
+        records,
+        summary,
+        training,
+        seconds,
+        found.reach_summary(),
+        found.pass_at_k(),
+        found.counts(),
+    )
 
 
 def _source(model: Backend | None, completions: str | Path | None) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation.extraction import ExtractResult, select_shard, write_training_files
+from failtune.evaluation.extraction import ExtractResult, select_shard
 from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, load_problems, summarize
+from failtune.evaluation.training_data import write_training_files
 from failtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
@@ -55,6 +56,11 @@ def merge(shard_dirs: Sequence[str | Path], output_dir: str | Path) -> ExtractRe
             f"{num_shards} missing: give every shard's output folder"
         )
     args = first["args"]
+    if args.get("samples") is not None or args.get("targets", "reference") != "reference":
+        raise FailtuneError(
+            "merge joins shards of greedy extracts with reference targets; these shards were "
+            "sampled or made other targets, so run that extract unsharded"
+        )
     problems = load_problems(
         args["categories"] or "math", args["split"], args["limit"], args["task_options"]
     )

@@ -155,6 +155,7 @@ def _build(config: Mapping[str, Any]) -> RunConfig:
         train=options.SECTIONS["train"](**config["train"], seed=seed),
         validate=options.SECTIONS["validate"](**config["validate"], seed=seed, **engine),
         cost=options.SECTIONS["cost"](**config["cost"]),
+        grpo=options.SECTIONS["grpo"](**config["grpo"], seed=seed),
     )
 
 
@@ -211,6 +212,7 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
         found += checks.model_problems(config["model"], "model")
     found += _launch_problems(config["train"])
     found += _engine_problems(config)
+    found += _method_problems(config)
     if isinstance(config["train"]["report_to"], str):
         try:
             parse_report_to(config["train"]["report_to"])
@@ -258,6 +260,26 @@ def _engine_problems(config: Mapping[str, Any]) -> list[str]:
             'backend = "openai" runs one round: the server serves the base model and cannot '
             'load a merged one for the next round; set rounds = 1, or use backend = "vllm"'
         )
+    return found
+
+
+def _method_problems(config: Mapping[str, Any]) -> list[str]:
+    """What GRPO cannot do in a run (yet): several rounds, a served model, several processes."""
+    if config["train"]["method"] != "grpo":
+        return []
+    found = []
+    if config["backend"] == "openai":
+        found.append(
+            '[train] method = "grpo" generates with the model it trains, which a server cannot '
+            'serve; use backend = "hf" or "vllm"'
+        )
+    if config["rounds"] != 1:
+        found.append(
+            '[train] method = "grpo" runs one round (its adapter is not merged for the next); '
+            "set rounds = 1"
+        )
+    if isinstance(config["train"]["learning_rate"], list):
+        found.append('[train] method = "grpo" takes [grpo] learning_rate, not a sweep')
     return found
 
 

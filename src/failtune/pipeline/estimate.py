@@ -93,6 +93,9 @@ class _Measured:
     # A learning-rate sweep's select step: the base, then each candidate (without its load).
     select_base: float = 0.0
     select_candidate: float = 0.0
+    extract_samples: int = 0  # [extract] samples per problem besides the greedy answer
+    rationalizes: bool = False  # [extract] targets ask for rationales
+    validate_samples: int = 0  # [validate] samples per problem, of each side
 
 
 def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -> _Measured:
@@ -147,6 +150,9 @@ def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -
         extrapolate(
             candidate, cand_sample, select, solution_lengths(candidate.tokenizer, select, val)
         ),
+        ex.samples or 0,
+        ex.targets in ("rationalized", "auto"),
+        val.samples or 0,
     )
 
 
@@ -175,13 +181,31 @@ def estimate_run(config: RunConfig, *, gpu_hourly_usd: float | None = None) -> E
 def _price_extract(
     step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
 ) -> StepEstimate:
-    return StepEstimate(step.name, m.load + m.extract_seconds, _gen_how(m.extract))
+    """Greedy answers as timed; K samples per problem priced as K more greedy passes (they
+    decode as many tokens, if sampled answers are about as long)."""
+    k = m.extract_samples
+    how = _gen_how(m.extract) + (f", + {k} samples per problem as {k} passes" if k else "")
+    return StepEstimate(step.name, m.load + m.extract_seconds * (1 + k), how)
+
+
+def _price_targets(
+    step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
+) -> StepEstimate:
+    """Rationales: at most one greedy answer per failure (the share timed in extract's sample)."""
+    if not m.rationalizes:
+        return StepEstimate(step.name, 0.0, "from the extract's records, no generation")
+    failing = 1 - _mean([float(r["correct"]) for r in m.extract.records])
+    return StepEstimate(
+        step.name, m.extract_seconds * failing, f"a rationale per failure ({failing:.0%})"
+    )
 
 
 def _price_baseline(
     step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan
 ) -> StepEstimate:
-    return StepEstimate(step.name, m.baseline_seconds, _gen_how(m.baseline))
+    k = m.validate_samples
+    how = _gen_how(m.baseline) + (f", + {k} samples per problem as {k} passes" if k else "")
+    return StepEstimate(step.name, m.baseline_seconds * (1 + k), how)
 
 
 def _price_train(step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan) -> StepEstimate:
@@ -206,7 +230,9 @@ def _price_validate(
     made_by = plan.adapter_step(step.round or 1)
     in_memory = made_by.kind == "train" and not made_by.merge and m.train.result.model is not None
     reload = 0.0 if in_memory else m.load
-    return StepEstimate(step.name, m.validate_seconds + reload, "candidate side only")
+    k = m.validate_samples
+    how = "candidate side only" + (f", + {k} samples per problem as {k} passes" if k else "")
+    return StepEstimate(step.name, m.validate_seconds * (1 + k) + reload, how)
 
 
 def price_steps(plan: Plan, m: _Measured, training: Mapping[str, Any]) -> list[StepEstimate]:
@@ -217,6 +243,7 @@ def price_steps(plan: Plan, m: _Measured, training: Mapping[str, Any]) -> list[S
 Price = Callable[[Step, _Measured, Mapping[str, Any], Plan], StepEstimate]
 PRICES: dict[str, Price] = {
     "extract": _price_extract,
+    "targets": _price_targets,
     "baseline": _price_baseline,
     "train": _price_train,
     "select": _price_select,

@@ -3,7 +3,9 @@
 The runner executes this plan, `--estimate` prices it, and the progress view, the tracking
 summary, the cost table and the report read it, so a run's layout is written down here and
 nowhere else. Round r's steps: extract (on the base, or on round r-1's merged model) →
-baseline (round 1 only: the base on the held-out problems) → train → validate. A learning-rate
+targets (only when [extract] targets is not the reference: the training files, made from the
+extract's records, so changing the targets keeps its samples) → baseline (round 1 only: the
+base on the held-out problems) → train → validate. A learning-rate
 sweep trains once per rate, then a select step chooses, and the baseline waits until then so
 that nothing is generated on the held-out problems before the choice.
 
@@ -34,6 +36,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "extract": Kind(("{folder}/results.jsonl", "{folder}/manifest.json")),
+    "targets": Kind(("{folder}/manifest.json",)),
     "baseline": Kind(("{folder}/results.jsonl",)),
     "train": Kind(("{folder}/adapter_config.json", "{folder}/adapter_model.safetensors")),
     # The chosen candidate is copied to the round's adapter, where validation finds it.
@@ -105,7 +108,9 @@ def candidates(rates: float | list[float]) -> list[float] | None:
 def recorded_plan(run_dir: Path, config: Mapping[str, Any]) -> Plan:
     """The plan of a run folder, from the config its run_state.json records."""
     rates = candidates(config["train"]["learning_rate"])
-    return build_plan(run_dir, config["model"], config["rounds"], rates)
+    retargets = config.get("extract", {}).get("targets", "reference") != "reference"
+    from_base = bool(config.get("retrain_from_base", False))
+    return build_plan(run_dir, config["model"], config["rounds"], rates, retargets, from_base)
 
 
 def adapter_folder(r: int) -> str:
@@ -117,29 +122,43 @@ def lr_name(lr: float) -> str:
     return f"lr-{lr:.0e}" if float(f"{lr:.0e}") == lr else f"lr-{lr:.6g}"
 
 
-def build_plan(run_dir: Path, model: str, rounds: int, rates: list[float] | None) -> Plan:
+def build_plan(
+    run_dir: Path,
+    model: str,
+    rounds: int,
+    rates: list[float] | None,
+    retargets: bool = False,
+    from_base: bool = False,
+) -> Plan:
     """Every step of a run of `rounds` rounds in the order they run (a round that fails its
-    gates or gains nothing significant ends the run early); `rates`: a sweep's learning rates."""
+    gates or gains nothing significant ends the run early); `rates`: a sweep's learning rates;
+    `retargets`: a targets step makes the training files; `from_base`: each round samples on
+    the last round's model but trains a fresh adapter on the base (no stacking)."""
     steps: list[Step] = []
     base, upstream = model, ()  # upstream: the step that made the model a round starts from
     for r in range(1, rounds + 1):
         merge, extract = r < rounds, f"round-{r}/extract"
         steps.append(Step(extract, "extract", extract, r, model, upstream))
+        data = extract
+        if retargets:
+            data = f"round-{r}/targets"
+            steps.append(Step(data, "targets", data, r, model, (extract,)))
+        trains_on = base if from_base else model
         baseline = Step(BASELINE, "baseline", BASELINE, None, base)
         if r == 1 and rates is None:
             steps.append(baseline)
         if rates is None:
             made_by = f"round-{r}/train"
             steps.append(
-                Step(made_by, "train", adapter_folder(r), r, model, (extract,), None, merge)
+                Step(made_by, "train", adapter_folder(r), r, trains_on, (data,), None, merge)
             )
         else:
             for lr in rates:
                 name, folder = f"round-{r}/train-{lr_name(lr)}", f"round-{r}/sweep/{lr_name(lr)}"
-                steps.append(Step(name, "train", folder, r, model, (extract,), lr, merge))
+                steps.append(Step(name, "train", folder, r, trains_on, (data,), lr, merge))
             made_by = f"round-{r}/select"
             trained = tuple(s.name for s in steps if s.round == r and s.kind == "train")
-            steps.append(Step(made_by, "select", made_by, r, model, trained))
+            steps.append(Step(made_by, "select", made_by, r, trains_on, trained))
         if r == 1 and rates is not None:
             steps.append(baseline)
         validate = f"round-{r}/validate"

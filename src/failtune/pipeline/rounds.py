@@ -9,7 +9,7 @@ from typing import Any
 
 from failtune.config.run import RunConfig
 from failtune.console import note
-from failtune.evaluation.records import RESULTS
+from failtune.evaluation.records import RESULTS, greedy_records
 from failtune.files import atomic_write_json, read_json, read_jsonl
 from failtune.pipeline import sweep
 from failtune.pipeline.cost import summarize_cost
@@ -67,8 +67,8 @@ def _record_sweep(validation: Path, select_dir: Path) -> None:
 
 def _decide(candidate: Path, previous: Path, min_gain_p: float) -> dict[str, Any]:
     """Is this round's candidate significantly better than the previous round's model?"""
-    cand = {r["id"]: r["correct"] for r in read_jsonl(candidate)}
-    prev = {r["id"]: r["correct"] for r in read_jsonl(previous)}
+    cand = {r["id"]: r["correct"] for r in greedy_records(read_jsonl(candidate))}
+    prev = {r["id"]: r["correct"] for r in greedy_records(read_jsonl(previous))}
     ids = [i for i in cand if i in prev]
     table = compare([prev[i] for i in ids], [cand[i] for i in ids], n_boot=1000)
     significant = table["delta"] > 0 and table["mcnemar_p"] < min_gain_p

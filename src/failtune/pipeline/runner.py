@@ -23,7 +23,7 @@ from failtune.evaluation.records import RESULTS
 from failtune.files import output_folder
 from failtune.manifest import now
 from failtune.pipeline.engines import Engines, served_base
-from failtune.pipeline.plan import STATE, Plan, Step, build_plan, candidates
+from failtune.pipeline.plan import STATE, Plan, Step, recorded_plan
 from failtune.pipeline.rounds import record_round
 from failtune.pipeline.state import RunState, input_hash
 from failtune.pipeline.steps import INPUTS, WORK, Context
@@ -46,10 +46,7 @@ class RunResult:
 
 def run_plan(config: RunConfig) -> Plan:
     """The plan of a run config, in its output folder."""
-    rates = candidates(config.train.learning_rate)
-    return build_plan(
-        output_folder(config.run.output_dir), config.run.model, config.run.rounds, rates
-    )
+    return recorded_plan(output_folder(config.run.output_dir), config.as_dict())
 
 
 def run_pipeline(config: RunConfig, *, show_progress: bool = True) -> RunResult:

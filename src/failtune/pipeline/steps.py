@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from failtune.config.options import ExtractOptions, defaults
 from failtune.config.run import RunConfig
 from failtune.console import note
-from failtune.evaluation.extraction import TRAINING_SUFFIX, extract
-from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, evaluate, load_problems
+from failtune.evaluation.extraction import extract
+from failtune.evaluation.records import RESULTS, RESULTS_SOURCE, evaluate, load_problems, sample
+from failtune.evaluation.training_data import TRAINING_SUFFIX, retarget
 from failtune.files import atomic_write_json, sha256_file
 from failtune.pipeline import sweep
 from failtune.pipeline.cost import token_counts
 from failtune.pipeline.engines import Engines
 from failtune.pipeline.plan import BASELINE, Plan, Step, adapter_folder
 from failtune.tasks import Problem, Task
-from failtune.training import sft
+from failtune.training import grpo, sft
 from failtune.training.tracking import without_trackers
 from failtune.validation.forgetting import training_info
 from failtune.validation.paired import validate
@@ -54,10 +56,31 @@ def _file_hashes(paths: list[Path]) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(paths)}
 
 
+# Keys added after run folders existed: hashed only when set, so those folders are not redone.
+_LATER_KEYS = {
+    name: default
+    for name, default in defaults(ExtractOptions).items()
+    if name in ("samples", "temperature", "top_p", "top_k", "sample_seed", "targets", "per_problem")
+} | {"method": "sft"}
+# What the targets step reads of [extract]; the extract step's hash leaves them out, so a change
+# of targets redoes only the targets step, keeping the samples.
+_TARGET_KEYS = ("targets", "per_problem")
+
+
+def _hashed(section: Mapping[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A table as its hash reads it: later keys only when not at their defaults."""
+    return {
+        k: v
+        for k, v in section.items()
+        if k not in leave_out and not (k in _LATER_KEYS and v == _LATER_KEYS[k])
+    }
+
+
 def _generation_keys(section: Mapping[str, Any]) -> dict[str, Any]:
     """The keys that change what a model generates (gates do not)."""
     keys = ("categories", "split", "limit", "batch_size", "max_new_tokens", "stop")
-    return {k: section[k] for k in keys}
+    sampling = ("samples", "temperature", "top_p", "top_k", "sample_seed")
+    return {k: section[k] for k in keys} | _hashed({k: section[k] for k in sampling})
 
 
 # ---- input hashes: what each kind reads (unchanged, so existing run folders are not redone) ----
@@ -68,11 +91,21 @@ def extract_inputs(step: Step, ctx: Context) -> dict[str, Any]:
     data_files = sorted({f for t, p in problems for f in t.data_files(p.split)})
     upstream = ctx.done[step.inputs[0]]["hash"] if step.inputs else None
     return {
-        "section": ctx.config.table("extract"),
+        "section": _hashed(ctx.config.table("extract"), _TARGET_KEYS),
         "tasks": ctx.config.tasks,
         "model": step.model,
         "upstream": upstream,
         "data": _file_hashes(data_files),
+    }
+
+
+def targets_inputs(step: Step, ctx: Context) -> dict[str, Any]:
+    ex = ctx.config.table("extract")
+    return {
+        "targets": {k: ex[k] for k in _TARGET_KEYS},
+        "generation": {k: ex[k] for k in ("max_new_tokens", "stop")},  # of the rationales
+        "model": step.model,
+        "extract": ctx.done[step.inputs[0]]["hash"],
     }
 
 
@@ -87,7 +120,18 @@ def train_inputs(step: Step, ctx: Context) -> dict[str, Any]:
     section = {k: v for k, v in ctx.config.table("train").items() if k != "selection_size"}
     if step.learning_rate is not None:
         section["learning_rate"] = step.learning_rate
+    grpo = ctx.config.train.method == "grpo"
+    section = _hashed(section) | (
+        {"grpo": without_trackers(ctx.config.table("grpo"))} if grpo else {}
+    )
     extracted = ctx.plan.path(ctx.plan[step.inputs[0]])
+    if grpo:  # its prompts are the extract's failures within reach
+        return {
+            "section": without_trackers(section),
+            "model": step.model,
+            "seed": ctx.config.run.seed,
+            "data": _file_hashes([extracted / RESULTS]),
+        }
     return {
         "section": without_trackers(section),
         "model": step.model,
@@ -115,7 +159,7 @@ def select_inputs(step: Step, ctx: Context) -> dict[str, Any]:
 def validate_inputs(step: Step, ctx: Context) -> dict[str, Any]:
     adapter = ctx.plan.path(adapter_folder(step.round or 1))
     return {
-        "section": ctx.config.table("validate"),
+        "section": _hashed(ctx.config.table("validate")),
         "tasks": ctx.config.tasks,
         "base": sha256_file(ctx.plan.path(BASELINE) / RESULTS),
         "adapter": sha256_file(adapter / ADAPTER_WEIGHTS),
@@ -128,10 +172,12 @@ def validate_inputs(step: Step, ctx: Context) -> dict[str, Any]:
 def extract_work(step: Step, ctx: Context) -> dict[str, Any]:
     ex = ctx.config.extract
     backend = ctx.engines.backend(step.model, ex)
+    retargeted = bool(ctx.plan.in_round(step.round or 1, "targets"))
     result = extract(
         step.model,
         ctx.plan.path(step),
-        options=ex,
+        # a targets step makes the training files: extract keeps the reference ones
+        options=dataclasses.replace(ex, targets="reference") if retargeted else ex,
         model=backend,
         task_options=ctx.config.tasks,
         show_progress=ctx.show_progress,
@@ -144,11 +190,28 @@ def extract_work(step: Step, ctx: Context) -> dict[str, Any]:
     }
 
 
+def targets_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """The round's training files under [extract] targets, from its extract's records; the
+    model is asked only for rationales (rationalized, auto)."""
+    ex = ctx.config.extract
+    asks = ex.targets in ("rationalized", "auto")
+    found = retarget(
+        ctx.plan.path(ctx.plan[step.inputs[0]]),
+        ctx.plan.path(step),
+        ex,
+        ctx.engines.backend(step.model, ex) if asks else None,
+        ctx.config.tasks,
+        show_progress=ctx.show_progress,
+    )
+    return {"targets": found.counts(), "reach": found.reach_summary()}
+
+
 def baseline_work(step: Step, ctx: Context) -> dict[str, Any]:
     """The base model graded once on the held-out problems; every round compares with it."""
     val = ctx.config.validate
     backend = ctx.engines.backend(step.model, val)
-    records = _graded(ctx, backend, ctx.problems("validate"), ctx.plan.path(step), "base")
+    problems = ctx.problems("validate")
+    records = _graded(ctx, backend, problems, ctx.plan.path(step), "base", sampled=True)
     return {
         "accuracy": sum(r["correct"] for r in records) / len(records),
         "engine": backend.info.record(),
@@ -156,23 +219,39 @@ def baseline_work(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def _graded(
-    ctx: Context, backend: Any, problems: list[tuple[Task, Problem]], out: Path, label: str
+    ctx: Context,
+    backend: Any,
+    problems: list[tuple[Task, Problem]],
+    out: Path,
+    label: str,
+    *,
+    sampled: bool = False,
 ) -> list[dict[str, Any]]:
-    """Answers with [validate]'s generation settings (baseline and the select step's)."""
+    """Answers with [validate]'s generation settings (baseline and the select step's); with
+    `sampled`, [validate]'s samples too."""
     val = ctx.config.validate
-    return evaluate(
-        problems,
-        out,
-        backend=backend,
-        max_new_tokens=val.max_new_tokens,
-        stop=tuple(val.stop),
-        show_progress=ctx.show_progress,
-        label=label,
+    generation = {"max_new_tokens": val.max_new_tokens, "stop": tuple(val.stop)}
+    records = evaluate(
+        problems, out, backend=backend, show_progress=ctx.show_progress, label=label, **generation
     )
+    sampling = val.sampling()
+    if sampling and sampled:  # the baseline's samples, which validation pairs with
+        sample(
+            problems,
+            out,
+            backend,
+            sampling,
+            show_progress=ctx.show_progress,
+            label="base samples",
+            **generation,
+        )
+    return records
 
 
 def train_work(step: Step, ctx: Context) -> dict[str, Any]:
     """Train on the round's failures; merged into a plain model when another round follows."""
+    if ctx.config.train.method == "grpo":
+        return _grpo_work(step, ctx)
     rate = step.learning_rate if step.learning_rate is not None else ctx.config.train.learning_rate
     options = dataclasses.replace(ctx.config.train, merge=step.merge, learning_rate=rate)
     adapter = ctx.plan.path(step)
@@ -197,6 +276,30 @@ def train_work(step: Step, ctx: Context) -> dict[str, Any]:
         "examples": result.examples,
         "steps": result.metrics.get("steps"),
         "last_logged_loss": losses[-1] if losses else None,
+    }
+
+
+def _grpo_work(step: Step, ctx: Context) -> dict[str, Any]:
+    """GRPO on the extract's failures within reach (all of them without samples)."""
+    ctx.engines.release(f"training {step.folder}")
+    adapter = ctx.plan.path(step)
+    prompts = grpo.prompt_dataset_for(
+        ctx.plan.path(ctx.plan[step.inputs[0]]), adapter, ctx.config.tasks
+    )
+    result = grpo.train_grpo(
+        step.model,
+        prompts,
+        adapter,
+        options=ctx.config.grpo,
+        task_options=ctx.config.tasks,
+        show_progress=ctx.show_progress,
+    )
+    rewards = [h["reward"] for h in result.metrics.get("log_history", []) if "reward" in h]
+    return {
+        "method": "grpo",
+        "prompts": result.prompts,
+        "steps": result.metrics.get("steps"),
+        "last_mean_reward": rewards[-1] if rewards else None,
     }
 
 
@@ -264,6 +367,7 @@ def validate_work(step: Step, ctx: Context) -> dict[str, Any]:
 Work = Callable[[Step, Context], dict[str, Any]]
 INPUTS: dict[str, Work] = {
     "extract": extract_inputs,
+    "targets": targets_inputs,
     "baseline": baseline_inputs,
     "train": train_inputs,
     "select": select_inputs,
@@ -271,6 +375,7 @@ INPUTS: dict[str, Work] = {
 }
 WORK: dict[str, Work] = {
     "extract": extract_work,
+    "targets": targets_work,
     "baseline": baseline_work,
     "train": train_work,
     "select": select_work,

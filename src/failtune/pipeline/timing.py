@@ -22,8 +22,8 @@ from typing import Any
 
 from failtune.config.options import GenerationOptions, TrainOptions
 from failtune.config.run import RunConfig
-from failtune.evaluation.extraction import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
 from failtune.evaluation.records import evaluate
+from failtune.evaluation.training_data import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
 from failtune.files import atomic_write_jsonl, read_jsonl
 from failtune.pipeline.plan import candidates
 from failtune.tasks import Problem, Task

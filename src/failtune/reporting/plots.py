@@ -105,9 +105,10 @@ def reason_bars(counts: Mapping[str, Mapping[str, int]]) -> bytes:
     return _png(fig)
 
 
-def loss_curve(losses: Sequence[tuple[int, float]]) -> bytes:
+def step_curve(points: Sequence[tuple[int, float]], label: str = "training loss") -> bytes:
+    """A value logged per optimizer step (the training loss, GRPO's mean reward)."""
     fig, ax = plt.subplots(figsize=(5, 2.8))
-    ax.plot([s for s, _ in losses], [v for _, v in losses], marker="o", color=CANDIDATE)
+    ax.plot([s for s, _ in points], [v for _, v in points], marker="o", color=CANDIDATE)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel(label)
     return _png(fig)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation.records import BREAKDOWN
+from failtune.evaluation.records import BREAKDOWN, greedy_records
 from failtune.files import atomic_write_text, read_json, read_jsonl
 from failtune.pipeline.cost import summarize_cost
 from failtune.pipeline.plan import STATE, Plan, adapter_folder, recorded_plan
 from failtune.reporting import plots
 from failtune.reporting.document import Document, render_html, render_markdown
+from failtune.reporting.samples import reach_section, sampled_section
 from failtune.validation.forgetting import check_label
 
 _EXAMPLES = 3  # fixed and broken problems shown
@@ -53,6 +54,9 @@ def build_report(
     _gates(doc, validation["gates"], source.vdir)
     _paired(doc, tables, reference=bool(validation.get("baseline")))
     _breakdown(doc, base, cand)
+    sampled_section(doc, tables)
+    if source.plan is not None:
+        reach_section(doc, source.plan)
     if validation.get("learning_rate_sweep"):
         _sweep(doc, validation["learning_rate_sweep"])
     if validation.get("judge"):
@@ -259,7 +263,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _results(path: Path) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in read_jsonl(path)} if path.is_file() else {}
+    return {r["id"]: r for r in greedy_records(read_jsonl(path))} if path.is_file() else {}
 
 
 def _forgetting(
@@ -400,7 +404,17 @@ def _rounds_and_loss(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
     history = _read_json(plan.path(adapter_folder(last)) / "metrics.json").get("log_history", [])
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     if losses:
-        doc.image("loss.png", f"training loss, round {last}", plots.loss_curve(losses))
+        doc.image("loss.png", f"training loss, round {last}", plots.step_curve(losses))
+    rewards = [(h["step"], h["reward"]) for h in history if "reward" in h]
+    if rewards:  # GRPO: the reward curve, and how often a group carried no gradient
+        curve = plots.step_curve(rewards, "mean reward")
+        doc.image("reward.png", f"GRPO mean reward per step, round {last}", curve)
+        flat = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
+        if flat:
+            doc.para(
+                f"Groups whose answers all earned the same reward (no gradient): "
+                f"{sum(flat) / len(flat):.0%} of groups on average over {len(flat)} steps."
+            )
 
 
 def _cost(doc: Document, cost: Any) -> None:

@@ -17,6 +17,7 @@ from failtune.validation.paired import ValidationResult
 if TYPE_CHECKING:
     from failtune.evaluation.extraction import ExtractResult
     from failtune.pipeline.runner import RunResult
+    from failtune.training.grpo import GRPOResult
     from failtune.training.sft import TrainResult
 
 
@@ -44,11 +45,60 @@ def print_extract(result: ExtractResult) -> None:
             reasons,
         )
     out.print(table)
+    if result.reach:
+        out.print(reach_table(result.reach, result.pass_at_k))
     for category, path in result.training_files.items():
+        failures = result.summary[category]["n"] - result.summary[category]["correct"]
+        out.print(f"{category}: {failures} failures → {path}")
+    if result.targets:
+        t = result.targets
+        sources = ", ".join(f"{t[s]} {s}" for s in ("reference", "self", "rationalized") if t[s])
         out.print(
-            f"{category}: {result.summary[category]['n'] - result.summary[category]['correct']} "
-            f"training examples → {path}"
+            f"training lines: {sources or 'none'}"
+            + (
+                f"; {t['failures_without_target']} failures have no target of this kind"
+                if t["failures_without_target"]
+                else ""
+            )
         )
+
+
+def reach_table(reach: dict, pass_at_k: dict) -> Table:
+    """Per category: solved, near (a sample right) and out of reach, and pass@1 … pass@K."""
+    ks = sorted({int(k) for table in pass_at_k.values() for k in table})
+    shown = [k for k in ks if k in (1, ks[-1]) or k & (k - 1) == 0] if ks else []
+    table = Table(title="reach of the failures (K samples per problem)")
+    for col in ("category", "solved", "near", "out of reach", "examples near"):
+        table.add_column(col, justify="left" if col in ("category", "examples near") else "right")
+    for k in shown:
+        table.add_column(f"pass@{k}", justify="right")
+    for category, r in reach.items():
+        cells = [category, str(r["solved"]), str(r["near"]), str(r["out_of_reach"])]
+        cells.append(", ".join(r["examples"]["near"]) or "-")
+        for k in shown:
+            e = pass_at_k.get(category, {}).get(k) or pass_at_k.get(category, {}).get(str(k))
+            cells.append(
+                f"{e['estimate']:.1%} [{e['ci_low']:.1%}, {e['ci_high']:.1%}]" if e else "-"
+            )
+        table.add_row(*cells)
+    return table
+
+
+def print_grpo(result: GRPOResult) -> None:
+    """The last step's reward and how many groups carried a gradient."""
+    logged = [h for h in result.metrics.get("log_history", []) if "reward" in h]
+    last = logged[-1] if logged else {}
+    out.print(
+        f"GRPO on {result.prompts} prompts, {result.metrics.get('steps')} steps in "
+        f"{result.seconds:.0f} s → adapter {result.output_dir}"
+        + (
+            f"; last step: mean reward {last['reward']:.3f}, groups without reward variance "
+            f"{last.get('frac_reward_zero_std', float('nan')):.0%}"
+            if last
+            else ""
+        )
+        + f"; per step: {result.metrics_file}"
+    )
 
 
 def print_train(result: TrainResult) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.errors import FailtuneError
-from failtune.evaluation.records import RECORD_FIELDS
+from failtune.evaluation.records import RECORD_FIELDS, greedy_records, sampled_records
 from failtune.files import atomic_write_jsonl, atomic_write_text, read_jsonl
 from failtune.rewards.grader import Item, RewardGrader
 from failtune.tasks import Problem, Task, TaskOptions
@@ -85,15 +85,23 @@ def write_verl_dataset(problems: Iterable[tuple[Task, Problem]], path: str | Pat
 
 
 def failed_problems(
-    results: str | Path, task_options: TaskOptions | None = None
+    results: str | Path, task_options: TaskOptions | None = None, *, within_reach: bool = True
 ) -> list[tuple[Task, Problem]]:
-    """The problems an extract run failed on (its results.jsonl, or its folder), in order."""
+    """The problems an extract run failed on (its results.jsonl, or its folder), in order.
+
+    With samples in the file and `within_reach`, only the failures one of the model's samples
+    solved (near): a group of answers that are all wrong gives GRPO no gradient. Without
+    samples there is no reach map, and every failure is kept.
+    """
     path = Path(results)
     if path.is_dir():
         path = path / "results.jsonl"
     grader = RewardGrader(task_options)
-    rows = read_jsonl(path, require=RECORD_FIELDS)
-    return [grader.problem(r["id"]) for r in rows if not r["correct"]]
+    rows = list(read_jsonl(path, require=RECORD_FIELDS))
+    reached = {r["id"] for r in sampled_records(rows) if r["correct"]}
+    sampled = within_reach and any(r.get("sample") is not None for r in rows)
+    failed = [r["id"] for r in greedy_records(rows) if not r["correct"]]
+    return [grader.problem(i) for i in failed if not sampled or i in reached]
 
 
 def read_prompt_dataset(path: str | Path) -> list[dict[str, Any]]:

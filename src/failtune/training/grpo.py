@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failtune.config.options import DTYPES, build, option, record
+from failtune.config.options import GRPOOptions, build, record
 from failtune.console import note, progress_bar
+from failtune.errors import FailtuneError
+from failtune.evaluation.records import RESULTS
 from failtune.files import (
     JsonlAppender,
     atomic_write_json,
@@ -38,7 +40,12 @@ from failtune.model_loading import (
     resolve_model,
 )
 from failtune.rewards import LengthCap, RewardGrader, TRLReward, eos_ids_of
-from failtune.rewards.datasets import check_rows, read_prompt_dataset
+from failtune.rewards.datasets import (
+    check_rows,
+    failed_problems,
+    read_prompt_dataset,
+    write_prompt_dataset,
+)
 from failtune.tasks import TaskOptions, task_by_name
 from failtune.training.sft import (
     _environment,
@@ -51,6 +58,7 @@ from failtune.training.sft import (
 from failtune.training.tracking import parse_report_to
 
 METRICS = "grpo_metrics.jsonl"
+PROMPTS = "grpo_prompts.jsonl"  # the failures GRPO trains on, when given an extract folder
 # grpo_metrics.jsonl's fields and the TRL log keys they are read from.
 LOGGED = {
     "mean_reward": "reward",
@@ -62,57 +70,6 @@ LOGGED = {
     "kl": "kl",
     "learning_rate": "learning_rate",
 }
-
-
-@dataclass
-class GRPOOptions:
-    """GRPO with TRL + PEFT (failtune.training.grpo)."""
-
-    num_generations: int = option(
-        8,
-        "answers sampled per prompt: the group whose rewards GRPO compares (at least 2)",
-        low=2,
-    )
-    max_completion_length: int | None = option(
-        None,
-        "cap on generated tokens per answer (default: the largest task default, e.g. 320 for "
-        "GSM8K); an answer cut by it earns no reward",
-        low=1,
-    )
-    temperature: float = option(1.0, "sampling temperature of the answers", low=0, open_low=True)
-    beta: float = option(
-        0.0,
-        "KL coefficient against the base model: 0 leaves it out, a positive one is a lever "
-        "against forgetting (costs a reference forward pass per step)",
-        low=0,
-    )
-    learning_rate: float = option(
-        1e-5, "learning rate (LoRA under GRPO: around 1e-5)", low=0, open_low=True
-    )
-    num_train_epochs: float = option(1.0, "passes over the prompts", low=0, open_low=True)
-    max_steps: int | None = option(
-        None, "stop after N optimizer steps (instead of num_train_epochs)", low=1
-    )
-    batch_size: int = option(
-        2, "prompts per optimizer step, each answered num_generations times", low=1
-    )
-    lora_r: int = option(16, "LoRA rank", low=1)
-    lora_alpha: int = option(32, "LoRA alpha", low=1)
-    lora_dropout: float = option(0.0, "LoRA dropout", low=0, high=1, open_high=True)
-    save_steps: int = option(
-        10, "optimizer steps between checkpoints (what a killed run resumes from)", low=1
-    )
-    dtype: str = option("auto", "as for extract", choices=DTYPES)
-    device: str = option("auto", "as for extract")
-    report_to: str = option(
-        "none",
-        "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
-        "mlflow, trackio or none",
-    )
-    seed: int = option(0, "training and sampling seed", run=False)
-    resume: bool = option(
-        True, "resume from <output_dir>/checkpoints; --no-resume ignores them", run=False
-    )
 
 
 @dataclass
@@ -189,6 +146,32 @@ def train_grpo(
     )
     trained = trainer.model.eval()
     return GRPOResult(out, len(rows), metrics, out / METRICS, seconds, trained, tokenizer)
+
+
+def prompt_dataset_for(
+    data: str | Path, output_dir: str | Path, task_options: TaskOptions | None = None
+) -> Path:
+    """The prompt dataset GRPO trains on: `data` itself, or, for an extract folder (or its
+    results.jsonl), its failures within reach written to <output_dir>/grpo_prompts.jsonl."""
+    path = Path(data)
+    if not (path.is_dir() or path.name == RESULTS):
+        return path
+    results = path / RESULTS if path.is_dir() else path
+    if not results.is_file():
+        raise FailtuneError(
+            f"{path} holds no {RESULTS}: give an extract folder or a prompt dataset"
+        )
+    problems = failed_problems(results, task_options)
+    if not problems:
+        every = len(failed_problems(results, task_options, within_reach=False))
+        raise FailtuneError(
+            f"no failure of {results} is within reach ({every} failures, none solved by any "
+            "sample): GRPO would get all-wrong groups and no gradient; train with SFT instead"
+        )
+    prompts = Path(output_dir) / PROMPTS
+    write_prompt_dataset(problems, prompts)
+    note(f"GRPO prompts: {len(problems)} failures within reach of {results} → {prompts}")
+    return prompts
 
 
 def _as_text(prompt: Any) -> str:

@@ -20,13 +20,14 @@ from failtune.evaluation.records import (
     holdouts,
     load_problems,
     read_completions,
+    sample,
 )
 from failtune.files import atomic_write_json, output_folder
 from failtune.manifest import now, write_manifest
 from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions, sandbox_of
 from failtune.validation.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.validation.overlap import overlap_report
-from failtune.validation.stats import paired_tables
+from failtune.validation.stats import paired_rates, paired_tables, pass_at_k_table
 
 VALIDATION = "validation.json"
 # The seed plan states its success criteria as shares ("wins ≥ 16 %"), so gates read these as rates.
@@ -153,11 +154,14 @@ def validate(
         server={**o.server(), **(server or {})},
         **o.engine(),
     )
-    sides, seconds = _grade_sides(inputs, out, open_model, o, show_progress)
+    sides, samples, seconds = _grade_sides(inputs, out, open_model, o, show_progress)
     tables = paired_tables(
         sides["base"], sides["candidate"], _category_of_id, n_boot=o.n_boot, seed=o.seed
     )
     mark_forgetting(tables, trained.categories)
+    if len(samples) == 2:
+        for category, table in sampled_tables(samples, o.n_boot, o.seed).items():
+            tables.setdefault(category, {})["sampled"] = table
     judged = None
     if o.judge_url and o.judge_model:
         judged = _judge(o, sides["base"], sides["candidate"], out, show_progress)
@@ -224,28 +228,75 @@ def _grade_sides(
     open_model: Callable[[str], Backend],
     o: ValidateOptions,
     show_progress: bool,
-) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, float]]:
-    """Each side's records by id under out/<side> (resumable), and the seconds each took."""
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """Each side's greedy records by id and sampled records (a model side, with --samples)
+    under out/<side> (resumable), and the seconds each took."""
     sides: dict[str, dict[str, dict[str, Any]]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
+    generation = {"max_new_tokens": o.max_new_tokens, "stop": tuple(o.stop)}
+    sampling = o.sampling()
     for name, (problems, source) in inputs.items():
         t_side = time.perf_counter()
         if isinstance(source, Mapping):  # a completions file, read before any model loads
             records = evaluate(problems, out / name, completions=source)
         else:
+            backend = open_model(source) if isinstance(source, str) else source
             records = evaluate(
                 problems,
                 out / name,
-                backend=open_model(source) if isinstance(source, str) else source,
-                max_new_tokens=o.max_new_tokens,
-                stop=tuple(o.stop),
+                backend=backend,
                 resume=o.resume,
                 show_progress=show_progress,
                 label=name,
+                **generation,
             )
+            if sampling:
+                samples[name] = sample(
+                    problems,
+                    out / name,
+                    backend,
+                    sampling,
+                    show_progress=show_progress,
+                    label=f"{name} samples",
+                    **generation,
+                )
         sides[name] = {r["id"]: r for r in records}
         seconds[name] = time.perf_counter() - t_side
-    return sides, seconds
+    return sides, samples, seconds
+
+
+def sampled_tables(
+    samples: Mapping[str, Sequence[Mapping[str, Any]]], n_boot: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per category, from both sides' samples of the same problems: pass@k of each side and the
+    paired change in per-problem success rate."""
+    counts: dict[str, dict[str, list[int]]] = {}  # side → id → [samples, right]
+    for side, rows in samples.items():
+        for r in rows:
+            tally = counts.setdefault(side, {}).setdefault(r["id"], [0, 0])
+            tally[0] += 1
+            tally[1] += bool(r["correct"])
+    base, candidate = counts.get("base", {}), counts.get("candidate", {})
+    by_category: dict[str, list[str]] = {}
+    for pid in sorted(set(base) & set(candidate)):
+        by_category.setdefault(_category_of_id(pid), []).append(pid)
+    tables = {}
+    for category, ids in by_category.items():
+        tables[category] = {
+            "samples": min(min(base[i][0], candidate[i][0]) for i in ids),
+            "base_pass_at_k": pass_at_k_table([base[i][0] for i in ids], [base[i][1] for i in ids]),
+            "candidate_pass_at_k": pass_at_k_table(
+                [candidate[i][0] for i in ids], [candidate[i][1] for i in ids]
+            ),
+            "success_rate": paired_rates(
+                [base[i][1] / base[i][0] for i in ids],
+                [candidate[i][1] / candidate[i][0] for i in ids],
+                n_boot=n_boot,
+                seed=seed,
+            ),
+        }
+    return tables
 
 
 def _write_validation(

@@ -152,3 +152,39 @@ def pass_at_k_table(
             "ci_high": float(high),
         }
     return table
+
+
+def paired_rates(
+    base: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """The change in mean per-problem success rate (problem i: the share of its K samples
+    right), paired by problem: a paired bootstrap CI of the mean difference and a two-sided
+    sign-flip permutation p (under no change, each problem's difference is as likely negated).
+
+    Rates are not pass/fail, so McNemar does not apply; pairing by problem removes the spread of
+    problem difficulty, which dominates an unpaired comparison.
+    """
+    if not base or len(base) != len(candidate):
+        raise ValueError("paired rates need one base and one candidate rate per problem")
+    diff = np.asarray(candidate, dtype=float) - np.asarray(base, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+    flipped = (rng.choice((-1.0, 1.0), size=(n_boot, len(diff))) * diff).mean(axis=1)
+    observed = float(diff.mean())
+    extreme = int(np.sum(np.abs(flipped) >= abs(observed) - 1e-12))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return {
+        "n": len(diff),
+        "base_rate": float(np.mean(base)),
+        "candidate_rate": float(np.mean(candidate)),
+        "delta": observed,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p": (extreme + 1) / (n_boot + 1),
+    }

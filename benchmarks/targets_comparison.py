@@ -1,0 +1,152 @@
+"""Which training targets help: reference vs self (RFT) vs auto, same problems, same budget.
+
+One base extract samples K answers per train problem (the reach map of the failures); each arm
+then makes its targets from those same records (`self`: the model's distinct correct samples,
+`auto`: those, else a rationale written with the correct answer as a hint, else the reference
+solution), trains a LoRA adapter on them with the same hyperparameters and the same number of
+examples seen (epochs scaled to the arm's line count), and is validated against the base on the
+same held-out problems (paired McNemar table and bootstrap CI).
+
+Every stage resumes from its folder (extract and validate by record, training by checkpoint),
+so a killed run picks up where it stopped. Figures go to benchmarks/results/targets_<task>.json.
+
+    python benchmarks/targets_comparison.py --task arith --train-problems 200 --test-problems 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from failtune.evaluation.extraction import extract
+from failtune.files import atomic_write_json, read_json
+from failtune.training.sft import train
+from failtune.validation.paired import validate
+
+MODEL = "builtin:smollm2"
+ARMS = ("reference", "self", "auto")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="arith")
+    parser.add_argument("--train-problems", type=int, default=200)
+    parser.add_argument("--test-problems", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--epochs", type=float, default=2.0, help="of the reference arm")
+    parser.add_argument("--backend", default="hf")
+    parser.add_argument("--workdir", default="/tmp/failtune-targets")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    out = Path(args.out or f"benchmarks/results/targets_{args.task}_smollm2.json")
+    common = {"categories": args.task, "backend": args.backend, "show_progress": False}
+    t0 = time.perf_counter()
+    base = extract(
+        MODEL,
+        work / "extract-reference",
+        split="train",
+        limit=args.train_problems,
+        samples=args.samples,
+        temperature=args.temperature,
+        **common,
+    )
+    figures: dict[str, Any] = {
+        "model": MODEL,
+        "task": args.task,
+        "train_problems": args.train_problems,
+        "test_problems": args.test_problems,
+        "samples": args.samples,
+        "temperature": args.temperature,
+        "reach": base.reach,
+        "pass_at_k": base.pass_at_k,
+        "extract_seconds": round(time.perf_counter() - t0, 1),
+        "arms": {},
+    }
+    save(out, figures)
+    reference_lines = base.targets["reference"]
+    for arm in args.arms.split(","):
+        folder = work / f"extract-{arm}"
+        if arm != "reference" and not (folder / "results.jsonl").exists():
+            folder.mkdir(parents=True, exist_ok=True)  # the same records: only targets differ
+            for name in ("results.jsonl", "results.source.json"):
+                shutil.copyfile(work / "extract-reference" / name, folder / name)
+        made = extract(
+            MODEL,
+            folder,
+            split="train",
+            limit=args.train_problems,
+            samples=args.samples,
+            temperature=args.temperature,
+            targets=arm,
+            **common,
+        )
+        lines = sum(made.targets[s] for s in ("reference", "self", "rationalized"))
+        if not lines:
+            figures["arms"][arm] = {"lines": 0, "skipped": "no failure has a target of this kind"}
+            save(out, figures)
+            continue
+        epochs = args.epochs * reference_lines / lines
+        t_train = time.perf_counter()
+        trained = train(
+            MODEL,
+            folder / f"{args.task}_training_ready.jsonl",
+            work / f"adapter-{arm}",
+            num_train_epochs=epochs,
+            show_progress=False,
+        )
+        t_val = time.perf_counter()
+        vdir = work / f"validate-{arm}"
+        shared_base = work / "validate-reference" / "base"
+        if arm != "reference" and shared_base.exists() and not (vdir / "base").exists():
+            shutil.copytree(shared_base, vdir / "base")  # the base's answers do not change
+        result = validate(
+            MODEL,
+            str(work / f"adapter-{arm}"),
+            categories=args.task,
+            limit=args.test_problems,
+            output_dir=str(vdir),
+            backend=args.backend,
+            show_progress=False,
+        )
+        table = result.categories[args.task]
+        figures["arms"][arm] = {
+            "lines": {s: made.targets[s] for s in ("reference", "self", "rationalized")},
+            "failures_without_target": made.targets["failures_without_target"],
+            "epochs": round(epochs, 3),
+            "train_steps": trained.metrics.get("steps"),
+            "train_seconds": round(t_val - t_train, 1),
+            "validation": {
+                k: table[k]
+                for k in (
+                    "n",
+                    "base_accuracy",
+                    "candidate_accuracy",
+                    "delta",
+                    "delta_ci95",
+                    "wins",
+                    "ties",
+                    "losses",
+                    "mcnemar_p",
+                )
+            },
+        }
+        save(out, figures)
+    figures["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    save(out, figures)
+    print(json.dumps(figures["arms"], indent=2))
+
+
+def save(path: Path, figures: dict[str, Any]) -> None:
+    previous = read_json(path) if path.exists() else {}
+    atomic_write_json(path, {**previous, **figures})
+
+
+if __name__ == "__main__":
+    main()
