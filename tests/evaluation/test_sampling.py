@@ -189,3 +189,15 @@ def test_bad_sampling_input_is_one_sentence_before_any_model_loads(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_rl_datasets_hold_the_failures_within_reach(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    run(tmp_path, ScriptedBackend(wrong, sample=sampled), rl_datasets=True)
+    out = tmp_path / "out"
+    near = [p.id for p in PROBLEMS[1:]]  # problem 0: no sample right
+    assert [r["id"] for r in read_jsonl(out / "math_rl_prompts.jsonl")] == near
+    verl = pq.read_table(out / "math_verl.parquet").to_pylist()
+    assert [r["extra_info"]["id"] for r in verl] == near
+    assert verl[0]["reward_model"]["ground_truth"] == PROBLEMS[1].expected

@@ -347,6 +347,12 @@ class ExtractOptions(GenerationOptions):
     per_problem: int = option(
         4, "--targets self/auto: distinct correct samples kept per failure", low=1
     )
+    rl_datasets: bool = option(
+        False,
+        "also write the failures within reach (all failures without --samples) as RL prompt "
+        "datasets: <category>_rl_prompts.jsonl (TRL, OpenRLHF) and <category>_verl.parquet",
+        run=False,
+    )
 
     def combination_problems(self) -> list[str]:
         found = super().combination_problems()

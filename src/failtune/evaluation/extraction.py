@@ -28,7 +28,12 @@ from failtune.evaluation.records import (
     sample,
     summarize,
 )
-from failtune.evaluation.training_data import Found, find_targets, write_training_files
+from failtune.evaluation.training_data import (
+    Found,
+    find_targets,
+    write_rl_datasets,
+    write_training_files,
+)
 from failtune.files import output_folder
 from failtune.manifest import data_hashes, now, write_manifest
 from failtune.tasks import Problem, Task, TaskOptions, parse_categories, sandbox_of, tasks_for
@@ -218,6 +223,7 @@ def _finish(
     records = found.records
     summary = summarize(records, {t.name: t.category for t, _ in problems})
     training = write_training_files(problems, records, out, found.targets)
+    rl = write_rl_datasets(problems, found, out) if args.get("rl_datasets") else {}
     write_manifest(
         out,
         "extract",
@@ -229,6 +235,7 @@ def _finish(
         summary=summary,
         completion_tokens=sum(r["completion_tokens"] or 0 for r in records),
         training_files={c: str(p) for c, p in training.items()},
+        **({"rl_datasets": {c: [str(p) for p in ps] for c, ps in rl.items()}} if rl else {}),
         **found.record(args.get("targets", "reference")),
         cost={"wall_seconds": round(seconds, 2)},
     )

@@ -45,6 +45,8 @@ REPLAY_SUFFIX = "_replay.jsonl"  # problems already solved: replay data against 
 # rationalized, the problem id, the sample index), so the file itself stays instruction/output.
 PROVENANCE_SUFFIX = "_training_provenance.jsonl"
 RATIONALES = "rationales"  # the folder of the answers asked for with the correct one as a hint
+RL_PROMPTS_SUFFIX = "_rl_prompts.jsonl"  # TRL's and OpenRLHF's prompt dataset
+VERL_SUFFIX = "_verl.parquet"
 
 
 @dataclass
@@ -61,6 +63,11 @@ class Found:
 
     def pass_at_k(self) -> dict[str, dict[int, dict[str, float]]]:
         return pass_at_k_by_category(self.reach) if self.sampled else {}
+
+    def within_reach(self) -> list[str]:
+        """The failures RL can learn from: near ones (with samples), else every failure."""
+        wanted = ("near",) if self.sampled else ("near", "out_of_reach")
+        return [pid for pid, r in self.reach.items() if r.kind in wanted]
 
     def counts(self) -> dict[str, int]:
         return target_counts(self.targets)
@@ -197,3 +204,24 @@ def write_training_files(
         atomic_write_jsonl(output_dir / f"{category}{REPLAY_SUFFIX}", solved)
         paths[category] = path
     return paths
+
+
+def write_rl_datasets(
+    problems: list[tuple[Task, Problem]], found: Found, output_dir: Path
+) -> dict[str, list[Path]]:
+    """Per category, the failures within reach as TRL's (and OpenRLHF's) prompt dataset and as
+    verl's parquet, for a user who trains with those engines (failtune.rewards grades them)."""
+    from failtune.rewards.datasets import write_prompt_dataset, write_verl_dataset
+
+    wanted = set(found.within_reach())
+    per_category: dict[str, list[tuple[Task, Problem]]] = {}
+    for task, problem in problems:
+        if problem.id in wanted:
+            per_category.setdefault(task.category, []).append((task, problem))
+    return {
+        category: [
+            write_prompt_dataset(chosen, output_dir / f"{category}{RL_PROMPTS_SUFFIX}"),
+            write_verl_dataset(chosen, output_dir / f"{category}{VERL_SUFFIX}"),
+        ]
+        for category, chosen in per_category.items()
+    }
