@@ -10,6 +10,9 @@ or, where a server refuses `n` or ignores it (llama.cpp returns one answer), in 
 seeds S, S+1, ...: vLLM's server gives the answers of an `n` request exactly those seeds, so
 both ways, and a resumed run asking for one missing answer, agree there. With `n` each answer's
 token count comes from its token log-probabilities (the usage counts all answers together).
+
+Over 450 lines because it is one protocol's client: connecting and checking the server, the two
+endpoints, retries and the two ways of sampling depend on each other's details.
 `top_k` is sent only when set, since OpenAI's own API rejects it; a server's own default then
 applies (llama.cpp's is 40).
 """

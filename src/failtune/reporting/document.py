@@ -33,6 +33,13 @@ class Document:
         self.blocks.append(("img", (name, alt, png)))
 
 
+def fmt(value: Any) -> str:
+    """A value in a table cell: floats to four significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _md_text(text: str) -> str:
     """GitHub reads `$…$` as math: escape dollar signs (prices) so they print as written."""
     return text.replace("$", "\\$")

@@ -17,10 +17,11 @@ from failtune.errors import FailtuneError
 from failtune.evaluation.records import BREAKDOWN, greedy_records
 from failtune.files import atomic_write_text, read_json, read_jsonl
 from failtune.pipeline.cost import summarize_cost
-from failtune.pipeline.plan import STATE, Plan, adapter_folder, recorded_plan
+from failtune.pipeline.plan import STATE, Plan, recorded_plan
 from failtune.reporting import plots
-from failtune.reporting.document import Document, render_html, render_markdown
+from failtune.reporting.document import Document, fmt, render_html, render_markdown
 from failtune.reporting.samples import reach_section, sampled_section
+from failtune.reporting.training import rounds_section, sweep_section
 from failtune.validation.forgetting import check_label
 
 _EXAMPLES = 3  # fixed and broken problems shown
@@ -58,14 +59,14 @@ def build_report(
     if source.plan is not None:
         reach_section(doc, source.plan)
     if validation.get("learning_rate_sweep"):
-        _sweep(doc, validation["learning_rate_sweep"])
+        sweep_section(doc, validation["learning_rate_sweep"])
     if validation.get("judge"):
         _judge(doc, validation["judge"])
     _forgetting(doc, validation, tables, source.config)
     _reasons(doc, base, cand, source.plan)
     _examples(doc, base, cand)
     if source.state is not None and source.plan is not None:
-        _rounds_and_loss(doc, source.plan, source.state)
+        rounds_section(doc, source.plan, source.state)
     kind_of = source.plan.kind_of if source.plan is not None else lambda name: name
     cost = summarize_cost(
         source.steps,
@@ -205,37 +206,6 @@ def _breakdown(
         doc.table(["task", key, "n", "base acc", "candidate acc", "wins", "losses"], rows)
 
 
-def _sweep(doc: Document, record: dict[str, Any]) -> None:
-    """Every learning rate tried, on problems neither training nor validation used."""
-    selection = record["selection"]
-    where = ", ".join(
-        f"{name} {t['n']} (`{t['first']}` … `{t['last']}`)"
-        for name, t in selection["tasks"].items()
-    )
-    doc.heading("Learning-rate sweep")
-    doc.para(
-        f"Chosen: learning rate {record['chosen']:g}, the most accurate candidate on the "
-        f"selection problems ({where}: {selection['how']}). The held-out problems above were "
-        "graded only after the choice."
-    )
-    doc.table(
-        ["learning rate", "selection acc", "Δ vs base [95% CI]", "McNemar p", "last loss", "steps"],
-        [
-            [
-                f"**{c['learning_rate']:g} (chosen)**"
-                if c["learning_rate"] == record["chosen"]
-                else f"{c['learning_rate']:g}",
-                f"{c['accuracy']:.1%} (base {c['base_accuracy']:.1%})",
-                f"{c['delta']:+.1%} [{c['delta_ci95'][0]:+.1%}, {c['delta_ci95'][1]:+.1%}]",
-                f"{c['mcnemar_p']:.2g}",
-                _fmt(c["final_loss"]),
-                _fmt(c["steps"]),
-            ]
-            for c in record["candidates"]
-        ],
-    )
-
-
 def _judge(doc: Document, judged: dict[str, Any]) -> None:
     doc.heading(f"Judge: {judged['judge_model']}")
     doc.para(
@@ -280,7 +250,7 @@ def _forgetting(
         doc.table(
             ["category", *keys],
             [
-                [cat, *(_fmt(v.get(k)) for k in keys)] if isinstance(v, dict) else [cat, _fmt(v)]
+                [cat, *(fmt(v.get(k)) for k in keys)] if isinstance(v, dict) else [cat, fmt(v)]
                 for cat, v in recorded.items()
             ],
         )
@@ -316,12 +286,6 @@ def _trained_on(category: str, table: dict[str, Any], config: dict[str, Any] | N
     if trained is None and config is not None:
         trained = category in {c.strip() for c in str(config["extract"]["categories"]).split(",")}
     return "?" if trained is None else ("yes" if trained else "no")
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _reasons(
@@ -383,38 +347,6 @@ def _answer(record: dict[str, Any]) -> str:
 def _snip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 1] + "…"
-
-
-def _rounds_and_loss(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
-    doc.heading("Rounds")
-    doc.table(
-        ["round", "gates", "Δ vs previous round", "McNemar p", "decision"],
-        [
-            [
-                str(r["round"]),
-                "passed" if r["gates_passed"] else "failed",
-                f"{r['vs_previous']['delta']:+.1%}",
-                f"{r['vs_previous']['mcnemar_p']:.2g}",
-                r["next"],
-            ]
-            for r in state["rounds"]
-        ],
-    )
-    last = state["rounds"][-1]["round"]
-    history = _read_json(plan.path(adapter_folder(last)) / "metrics.json").get("log_history", [])
-    losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    if losses:
-        doc.image("loss.png", f"training loss, round {last}", plots.step_curve(losses))
-    rewards = [(h["step"], h["reward"]) for h in history if "reward" in h]
-    if rewards:  # GRPO: the reward curve, and how often a group carried no gradient
-        curve = plots.step_curve(rewards, "mean reward")
-        doc.image("reward.png", f"GRPO mean reward per step, round {last}", curve)
-        flat = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
-        if flat:
-            doc.para(
-                f"Groups whose answers all earned the same reward (no gradient): "
-                f"{sum(flat) / len(flat):.0%} of groups on average over {len(flat)} steps."
-            )
 
 
 def _cost(doc: Document, cost: Any) -> None:
