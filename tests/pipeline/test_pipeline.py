@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -285,4 +286,21 @@ def test_grpo_run_mistakes_are_one_sentence(tmp_path: Path, extra: str, message:
     path = tmp_path / "run.toml"
     path.write_text(f'model = "m"\n{extra}[train]\nmethod = "grpo"\n')
     with pytest.raises(FailtuneError, match=message):
+        resolve_config(load_config(path))
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ("[extract]\nsamples = 4\n", "[extract] samples 4 needs temperature above 0"),
+        ("[validate]\nsamples = 4\n", "[validate] samples 4 needs temperature above 0"),
+        ('[extract]\ntargets = "self"\n', "[extract] targets self trains on the model's own"),
+    ],
+)
+def test_sampling_mistakes_in_a_run_config_are_one_sentence(
+    tmp_path: Path, tables: str, message: str
+) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f'model = "m"\n{tables}')
+    with pytest.raises(FailtuneError, match=re.escape(message)):
         resolve_config(load_config(path))

@@ -213,6 +213,7 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
     found += _launch_problems(config["train"])
     found += _engine_problems(config)
     found += _method_problems(config)
+    found += _combination_problems(config)
     if isinstance(config["train"]["report_to"], str):
         try:
             parse_report_to(config["train"]["report_to"])
@@ -260,6 +261,20 @@ def _engine_problems(config: Mapping[str, Any]) -> list[str]:
             'backend = "openai" runs one round: the server serves the base model and cannot '
             'load a merged one for the next round; set rounds = 1, or use backend = "vllm"'
         )
+    return found
+
+
+def _combination_problems(config: Mapping[str, Any]) -> list[str]:
+    """Keys of one table that are each fine but wrong together (samples without a
+    temperature, self targets without samples), named as the config writes them."""
+    found = []
+    for name in ("extract", "validate"):
+        try:
+            section = options.SECTIONS[name](**config[name])
+        except (TypeError, ValueError):  # a wrong type, reported by _shape_problems
+            continue
+        for problem in section.combination_problems():
+            found.append(f"[{name}] " + problem.replace("--", "").replace("-", "_"))
     return found
 
 
