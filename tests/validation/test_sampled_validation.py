@@ -59,3 +59,24 @@ def test_paired_rates_no_change_is_not_significant() -> None:
     shifted = paired_rates([0.2] * 30, [0.3] * 30)
     assert shifted["delta"] == pytest.approx(0.1) and shifted["p"] < 0.001
     assert shifted["ci_low"] == pytest.approx(0.1) == pytest.approx(shifted["ci_high"])
+
+
+def test_the_terminal_shows_the_sampled_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from failtune.reporting.terminal import print_validation
+
+    result = validate(
+        side(0),
+        side(1),
+        categories="math",
+        limit=4,
+        samples=4,
+        temperature=0.8,
+        output_dir=str(tmp_path / "v"),
+        training=TrainingInfo(categories=["math"]),
+        show_progress=False,
+    )
+    print_validation(result)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "math, 4 samples per problem: success rate 37.5% → 62.5%, Δ +25.0%" in text

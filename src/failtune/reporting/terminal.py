@@ -151,6 +151,15 @@ def _check(table: dict) -> str:
 
 def print_validation(result: ValidationResult) -> None:
     out.print(validation_table(result))
+    for category, table in result.categories.items():
+        if "sampled" in table:
+            s, rate = table["sampled"], table["sampled"]["success_rate"]
+            out.print(
+                f"{category}, {s['samples']} samples per problem: success rate "
+                f"{rate['base_rate']:.1%} → {rate['candidate_rate']:.1%}, "
+                f"Δ {rate['delta']:+.1%} [{rate['ci_low']:+.1%}, {rate['ci_high']:+.1%}], "
+                f"p {rate['p']:.2g} (paired by problem)"
+            )
     if result.unpaired:
         out.print(
             f"[yellow]{result.unpaired} ids were graded on one side only and left out[/yellow]"
