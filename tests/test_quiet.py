@@ -29,6 +29,7 @@ FAILTUNE_LINES = [
     r"time per step: .*",
     r"report: .*",
     r"\w+: \d+ training examples → \S+",
+    r"training lines: .*",  # where they came from, with targets other than the reference
     r"\s*(extract|validate) → \S+\s*",  # a table's title
     r"[┏┃┡│└].*",  # a table's rows
 ]

@@ -26,8 +26,12 @@ def test_letter_scores_match_direct_logits_on_the_dev_set(smollm2_backend) -> No
         (token,) = tok(f" {letter}", add_special_tokens=False).input_ids
         letter_ids.append(token)
     worst, picks = 0.0, []
+    # One by one on a spread of the dev set (every subject's questions are alike in length):
+    # the first six, whose letters the extract path must give, and every seventh.
+    checked = sorted({*range(6), *range(0, len(requests), 7)})
     with torch.inference_mode():
-        for i, (context, continuations) in enumerate(requests):
+        for i in checked:
+            context, continuations = requests[i]
             assert continuations == [" A", " B", " C", " D"]
             logits = model(torch.tensor([tok(context).input_ids])).logits[0, -1].float()
             direct = torch.log_softmax(logits, dim=-1)[letter_ids].tolist()

@@ -48,9 +48,9 @@ def print_extract(result: ExtractResult) -> None:
     if result.reach:
         out.print(reach_table(result.reach, result.pass_at_k))
     for category, path in result.training_files.items():
-        failures = result.summary[category]["n"] - result.summary[category]["correct"]
-        out.print(f"{category}: {failures} failures → {path}")
-    if result.targets:
+        lines = sum(1 for line in path.open() if line.strip()) if path.is_file() else 0
+        out.print(f"{category}: {lines} training examples → {path}")
+    if result.targets and result.targets["reference"] != result.targets["failures"]:
         t = result.targets
         sources = ", ".join(f"{t[s]} {s}" for s in ("reference", "self", "rationalized") if t[s])
         out.print(
