@@ -110,6 +110,10 @@ def _vllm_dtype(dtype: str, gpu: bool) -> str:
     return names.get(dtype, dtype)
 
 
+# Tokens one CPU scheduler step may take: whole prompts up to this length (SmolLM2: 8,192).
+_CPU_BATCHED_TOKENS = 8192
+
+
 def open_engine(
     path: str,
     *,
@@ -146,6 +150,12 @@ def open_engine(
         options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
     if max_model_len is not None:
         options["max_model_len"] = max_model_len
+    if not gpu:
+        # A prompt split across scheduler steps makes vLLM rewind its seeded generator, which
+        # CPU generators cannot do ("CPU Generator does not use offset"): seeded sampling of
+        # many prompts crashed. Whole prompts only, with a budget that fits the longest.
+        options["enable_chunked_prefill"] = False
+        options["max_num_batched_tokens"] = max(max_model_len or 0, _CPU_BATCHED_TOKENS)
     try:
         llm = LLM(
             model=path,
