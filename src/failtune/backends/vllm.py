@@ -110,10 +110,6 @@ def _vllm_dtype(dtype: str, gpu: bool) -> str:
     return names.get(dtype, dtype)
 
 
-# Tokens one CPU scheduler step may take: whole prompts up to this length (SmolLM2: 8,192).
-_CPU_BATCHED_TOKENS = 8192
-
-
 def open_engine(
     path: str,
     *,
@@ -153,9 +149,9 @@ def open_engine(
     if not gpu:
         # A prompt split across scheduler steps makes vLLM rewind its seeded generator, which
         # CPU generators cannot do ("CPU Generator does not use offset"): seeded sampling of
-        # many prompts crashed. Whole prompts only, with a budget that fits the longest.
+        # many prompts crashed. Whole prompts only (vLLM then sizes a step's token budget to
+        # hold the longest prompt the model takes).
         options["enable_chunked_prefill"] = False
-        options["max_num_batched_tokens"] = max(max_model_len or 0, _CPU_BATCHED_TOKENS)
     try:
         llm = LLM(
             model=path,
