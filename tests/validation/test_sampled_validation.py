@@ -29,8 +29,9 @@ def side(extra: int) -> ScriptedBackend:
     return ScriptedBackend(lambda p: "The answer is -1.", sample=sampled, model=f"m{extra}")
 
 
-def test_sampled_validation_pairs_success_rates(tmp_path: Path) -> None:
-    validate(
+def sampled_validation(tmp_path: Path):
+    """Base: problem i's samples 0 … i-1 right; candidate: one more right on each problem."""
+    return validate(
         side(0),
         side(1),
         categories="math",
@@ -41,6 +42,10 @@ def test_sampled_validation_pairs_success_rates(tmp_path: Path) -> None:
         training=TrainingInfo(categories=["math"]),
         show_progress=False,
     )
+
+
+def test_sampled_validation_pairs_success_rates(tmp_path: Path) -> None:
+    sampled_validation(tmp_path)
     sampled = read_json(tmp_path / "v" / "validation.json")["categories"]["math"]["sampled"]
     rates = sampled["success_rate"]
     assert sampled["samples"] == 4 and rates["n"] == 4
@@ -66,17 +71,7 @@ def test_the_terminal_shows_the_sampled_comparison(
 ) -> None:
     from failtune.reporting.terminal import print_validation
 
-    result = validate(
-        side(0),
-        side(1),
-        categories="math",
-        limit=4,
-        samples=4,
-        temperature=0.8,
-        output_dir=str(tmp_path / "v"),
-        training=TrainingInfo(categories=["math"]),
-        show_progress=False,
-    )
+    result = sampled_validation(tmp_path)
     print_validation(result)
     text = " ".join(capsys.readouterr().out.split())
     assert "math, 4 samples per problem: success rate 37.5% → 62.5%, Δ +25.0%" in text
