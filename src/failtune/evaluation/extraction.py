@@ -224,6 +224,7 @@ def _finish(
     summary = summarize(records, {t.name: t.category for t, _ in problems})
     training = write_training_files(problems, records, out, found.targets)
     rl = write_rl_datasets(problems, found, out) if args.get("rl_datasets") else {}
+    made = found.record(args.get("targets", "reference"))  # pass@k's bootstrap runs once
     write_manifest(
         out,
         "extract",
@@ -236,7 +237,7 @@ def _finish(
         completion_tokens=sum(r["completion_tokens"] or 0 for r in records),
         training_files={c: str(p) for c, p in training.items()},
         **({"rl_datasets": {c: [str(p) for p in ps] for c, ps in rl.items()}} if rl else {}),
-        **found.record(args.get("targets", "reference")),
+        **made,
         cost={"wall_seconds": round(seconds, 2)},
     )
     return ExtractResult(
@@ -245,9 +246,9 @@ def _finish(
         summary,
         training,
         seconds,
-        found.reach_summary(),
-        found.pass_at_k(),
-        found.counts(),
+        made.get("reach", {}),
+        made.get("pass_at_k", {}),
+        {k: v for k, v in made["targets"].items() if k != "kind"},
     )
 
 
