@@ -95,3 +95,19 @@ def test_unknown_gate_metric_is_a_user_error(tmp_path: Path) -> None:
             output_dir=tmp_path / "v",
             gates=["code.wins>0.5"],
         )
+
+
+def test_a_grpo_prompt_dataset_is_checked_for_overlap_like_training_files(
+    tmp_path: Path,
+) -> None:
+    from failtune.rewards.datasets import write_prompt_dataset
+    from failtune.tasks.arith import Arith
+    from failtune.validation.forgetting import TrainingInfo
+
+    task = Arith(size=8)
+    problems = task.load("train")[:3]
+    path = write_prompt_dataset([(task, p) for p in problems], tmp_path / "grpo_prompts.jsonl")
+    sft = tmp_path / "arith_training_ready.jsonl"
+    sft.write_text(json.dumps({"instruction": "What is 2 + 2?", "output": "4"}) + "\n")
+    info = TrainingInfo(files=[path, sft])
+    assert list(info.instructions()) == [p.prompt for p in problems] + ["What is 2 + 2?"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.config.options import GRPOOptions, build, record
-from failtune.console import note, progress_bar
+from failtune.console import note, progress_bar, silence
 from failtune.errors import FailtuneError
 from failtune.evaluation.records import RESULTS
 from failtune.files import (
@@ -27,6 +27,7 @@ from failtune.files import (
     atomic_write_json,
     atomic_write_jsonl,
     output_folder,
+    read_json,
     read_jsonl,
     sha256_file,
     writing_into,
@@ -38,6 +39,7 @@ from failtune.model_loading import (
     load_tokenizer,
     pick_device,
     resolve_model,
+    save_merged,
 )
 from failtune.rewards import LengthCap, RewardGrader, TRLReward, eos_ids_of
 from failtune.rewards.datasets import (
@@ -47,6 +49,7 @@ from failtune.rewards.datasets import (
     write_prompt_dataset,
 )
 from failtune.tasks import TaskOptions, task_by_name
+from failtune.training import launch
 from failtune.training.sft import (
     _environment,
     _progress_callback,
@@ -91,42 +94,59 @@ def train_grpo(
     *,
     task_options: TaskOptions | None = None,
     show_progress: bool = True,
+    merge: bool = False,
     **overrides: Any,
 ) -> GRPOResult:
     """GRPO-train a LoRA adapter of `model_name` on the prompts of `dataset_path`.
 
     `options` (GRPOOptions; its fields may also be given as keywords) holds the settings;
     `task_options` are the tasks' constructor arguments, as extract takes them. The dataset,
-    its problems and the reward's sandbox are checked before the model loads.
+    its problems and the reward's sandbox are checked before the model loads. `merge` also
+    saves base + adapter folded into <output_dir>/merged, for a run's next round.
     """
     o = build(GRPOOptions, options, overrides)
     parse_report_to(o.report_to)
     rows = read_prompt_dataset(dataset_path)
     grader = RewardGrader(task_options)
     check_rows(rows, grader)
+    started, t0 = now(), time.perf_counter()
+    if launch.needs_launch(o):
+        grader.close()
+        out = output_folder(output_dir)
+        launch.run_processes(model_name, dataset_path, out, o, task_options)
+        return _launched_result(out, time.perf_counter() - t0)
+    launch.check_launched(o)
+    per_process = launch.per_process_group(o.num_generations, launch.world_size())
+    main = launch.is_main()
+    if not main:
+        silence()
     cap = o.max_completion_length or max(
         task_by_name(name, task_options).default_max_new_tokens
         for name in {r["task"] for r in rows}
     )
-    started, t0 = now(), time.perf_counter()
     ref = resolve_model(model_name)
     out = output_folder(output_dir)
-    device = pick_device(o.device)
+    device = pick_device(launch.local_device(o.device))
     model, tokenizer = load_model(ref, dtype=o.dtype, device=device), load_tokenizer(ref)
     reward = TRLReward(grader, LengthCap(cap, eos_ids_of(tokenizer, model)))
     chat = bool(tokenizer.chat_template)
     prompts = [{**r, "prompt": r["prompt"] if chat else _as_text(r["prompt"])} for r in rows]
-    config = _grpo_config(o, out / "checkpoints", cap, device.startswith("cuda"))
+    config = _grpo_config(o, out / "checkpoints", cap, device.startswith("cuda"), per_process)
     note(f"GRPO on {len(rows)} prompts, {o.num_generations} answers each, cap {cap} tokens")
     with progress_bar(show_progress) as bar:
         trainer, result = _fit(model, tokenizer, prompts, reward, config, o, bar, out / METRICS)
     grader.close()
     metrics = {**result.metrics, "prompts": len(rows), "steps": result.global_step}
     metrics["log_history"] = trainer.state.log_history
-    _save_adapter_atomically(trainer, tokenizer, out)
+    _save_adapter_atomically(trainer, tokenizer, out)  # every process takes part
+    trained = trainer.model.eval()
+    if not main:
+        return GRPOResult(out, len(rows), metrics, out / METRICS, 0.0, trained, tokenizer)
     atomic_write_json(out / "metrics.json", metrics)
     categories = sorted({task_by_name(r["task"], task_options).category for r in rows})
     meta = {"base_model": model_name, "method": "grpo", "categories": categories}
+    # the prompts, which validation checks against its held-out prompts as SFT's training files
+    meta["files"] = {str(Path(dataset_path).resolve()): sha256_file(Path(dataset_path))}
     atomic_write_json(out / TRAIN_META, meta)
     seconds = time.perf_counter() - t0
     write_manifest(
@@ -144,8 +164,15 @@ def train_grpo(
         max_completion_length=cap,
         cost={"wall_seconds": round(seconds, 2)},
     )
-    trained = trainer.model.eval()
+    if merge:
+        trained = save_merged(trained, tokenizer, out / "merged")
     return GRPOResult(out, len(rows), metrics, out / METRICS, seconds, trained, tokenizer)
+
+
+def _launched_result(out: Path, seconds: float) -> GRPOResult:
+    """What the processes of a launched GRPO wrote, read back (the model stays on disk)."""
+    metrics = read_json(out / "metrics.json")
+    return GRPOResult(out, metrics["prompts"], metrics, out / METRICS, seconds)
 
 
 def prompt_dataset_for(
@@ -181,14 +208,17 @@ def _as_text(prompt: Any) -> str:
     return "\n".join(m["content"] for m in prompt) + "\n"
 
 
-def _grpo_config(o: GRPOOptions, checkpoints: Path, cap: int, on_gpu: bool) -> Any:
-    """TRL's settings: one group of answers per micro-batch, `batch_size` groups per step."""
+def _grpo_config(
+    o: GRPOOptions, checkpoints: Path, cap: int, on_gpu: bool, per_process: int
+) -> Any:
+    """TRL's settings: one group of answers per micro-batch (split over the processes),
+    `batch_size` groups per step."""
     from trl import GRPOConfig
 
     return GRPOConfig(
         output_dir=str(checkpoints),
         num_generations=o.num_generations,
-        per_device_train_batch_size=o.num_generations,
+        per_device_train_batch_size=per_process,
         gradient_accumulation_steps=o.batch_size,
         max_completion_length=cap,
         temperature=o.temperature,
@@ -242,8 +272,8 @@ def _fit(
     last = last_complete_checkpoint(Path(config.output_dir)) if o.resume else None
     if last:
         note(f"resuming GRPO from {last}")
-    step = trainer_step(last)
-    _keep_metrics_until(metrics_file, step)
+    if launch.is_main():
+        _keep_metrics_until(metrics_file, trainer_step(last))
     trainer.add_callback(_metrics_callback(metrics_file))
     with writing_into(Path(config.output_dir)):
         return trainer, trainer.train(resume_from_checkpoint=str(last) if last else None)

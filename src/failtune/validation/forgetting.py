@@ -27,10 +27,16 @@ class TrainingInfo:
     files: list[Path] = field(default_factory=list)
 
     def instructions(self) -> Iterable[str]:
+        """What the model was trained on: SFT rows' instruction, a prompt dataset's (GRPO)
+        user message."""
         for path in self.files:
             for row in read_jsonl(path):
-                if isinstance(row.get("instruction"), str):
-                    yield row["instruction"]
+                text = row.get("instruction")
+                if text is None and isinstance(row.get("prompt"), list):
+                    users = [m for m in row["prompt"] if isinstance(m, dict)]
+                    text = next((m.get("content") for m in users if m.get("role") == "user"), None)
+                if isinstance(text, str):
+                    yield text
 
 
 def training_info(
