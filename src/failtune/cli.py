@@ -274,22 +274,39 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_grpo(args: argparse.Namespace) -> int:
     from failtune.reporting.terminal import print_grpo
     from failtune.training.grpo import prompt_dataset_for, train_grpo
+    from failtune.training.launch import task_options_from_env
 
+    opts = grpo_options(args)
+    problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
+    problems += checks.launch_problems(
+        opts.num_processes,
+        opts.accelerate_config,
+        opts.num_generations,
+        opts.device,
+        "",
+        grpo=True,
+    )
+    _checked(problems)
+    tasks = task_options_from_env()  # a launched process: its parent's task options
+    prompts = prompt_dataset_for(args.dataset_path, args.output_dir, tasks)
+    result = train_grpo(
+        args.model_name,
+        prompts,
+        args.output_dir,
+        options=opts,
+        task_options=tasks,
+        show_progress=args.progress,
+    )
+    print_grpo(result)
+    return 0
+
+
+def grpo_options(args: argparse.Namespace) -> GRPOOptions:
+    """`train --method grpo`'s options: GRPO's own flags, and of the flags it shares with SFT
+    only those given (their defaults are SFT's, e.g. a 20x larger learning rate)."""
     shared = [f.name for f in fields(GRPOOptions) if f.name not in GRPO_ONLY]
     given = {name for name in shared if _given(args.argv, SECTIONS["train"], name)}
-    values = {name: getattr(args, name) for name in given | set(GRPO_ONLY)}
-    opts = GRPOOptions(**values)
-    problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
-    if args.num_processes != 1 or args.accelerate_config:
-        problems.append("--method grpo trains in one process here; drop --num-processes")
-    _checked(problems)
-    prompts = prompt_dataset_for(args.dataset_path, args.output_dir)
-    print_grpo(
-        train_grpo(
-            args.model_name, prompts, args.output_dir, options=opts, show_progress=args.progress
-        )
-    )
-    return 0
+    return GRPOOptions(**{name: getattr(args, name) for name in given | set(GRPO_ONLY)})
 
 
 def _given(argv: Sequence[str], cls: type, name: str) -> bool:

@@ -123,10 +123,17 @@ def model_problems(spec: str | None, role: str, base: str | None = None) -> list
 
 
 def launch_problems(
-    num_processes: int, accelerate_config: str | None, batch_size: int, device: str, where: str
+    num_processes: int,
+    accelerate_config: str | None,
+    divided: int,
+    device: str,
+    where: str,
+    *,
+    grpo: bool = False,
 ) -> list[str]:
-    """Training processes the machine can hold, a global batch they share evenly, and an
-    accelerate config that accelerate itself can read; `where` prefixes the key names."""
+    """Training processes the machine can hold, a global batch (`divided`; GRPO: a group's
+    answers) they share evenly, and an accelerate config that accelerate itself can read;
+    `where` prefixes the key names."""
     from failtune.training import launch
 
     found = []
@@ -149,8 +156,9 @@ def launch_problems(
             f"{where}num_processes is {processes}, but {what} allow at most {allowed} "
             "training processes"
         )
-    if batch_size % processes:
-        found.append(f"{where}{launch.batch_problem(batch_size, processes)}")
+    if divided % processes:
+        problem = launch.group_problem if grpo else launch.batch_problem
+        found.append(f"{where}{problem(divided, processes)}")
     return found
 
 

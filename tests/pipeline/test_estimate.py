@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -202,3 +203,41 @@ def test_a_learning_rate_sweep_trains_per_rate_and_adds_the_choice() -> None:
     single = {s.name: s.seconds for s in estimate.price_steps(once, m, training)[4:]}
     assert list(single) == ["round-2/extract", "round-2/train", "round-2/validate"]
     assert single["round-2/validate"] == 20.0  # last round: the trained model is in memory
+
+
+def test_grpo_rounds_are_priced_by_grpo_steps() -> None:
+    config = resolve_config(load_config(ROOT / "examples" / "demo.toml"))
+    problems = load_problems("arith", "train", 64, config.tasks)
+    sample = GenSample(problems[::2], [{"correct": i % 8 == 0} for i in range(32)], 1.0, [])
+    training = training_plan(config, problems, sample)
+    assert training["failures"] == 56 and training["grpo_steps"] == 28  # 2 prompts per step
+    capped = dataclasses.replace(config, grpo=dataclasses.replace(config.grpo, max_steps=5))
+    assert training_plan(capped, problems, sample)["grpo_steps"] == 5
+    empty = GenSample([], [], 1.0, [])
+    sft = estimate.TrainSample(2.0, 5.0, 2, "", SimpleNamespace(model=object()))
+    grpo = estimate.TrainSample(30.0, 8.0, 2, "", SimpleNamespace(model=object()))
+    m = estimate._Measured(10.0, empty, empty, sft, empty, 30.0, 40.0, 20.0, [], grpo=grpo)
+    plan = build_plan(Path("run"), "m", 2, None, methods=["sft", "grpo"])
+    priced = {s.name: s for s in estimate.price_steps(plan, m, training)}
+    assert priced["round-1/train"].seconds == 5.0 + 14 * 2.0
+    assert priced["round-2/train"].seconds == 8.0 + 28 * 30.0
+    assert priced["round-2/train"].how.startswith("GRPO")
+
+
+def test_cli_estimate_times_grpo_when_a_round_uses_it(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f'model = "{tiny_model_dir}"\noutput_dir = "{tmp_path / "run"}"\nbackend = "hf"\n'
+        "[tasks.arith]\nsize = 40\n"
+        '[extract]\ncategories = "arith"\nlimit = 40\nmax_new_tokens = 6\nbatch_size = 4\n'
+        '[train]\nmethod = "grpo"\nbatch_size = 2\n'
+        "[grpo]\nnum_generations = 2\nbatch_size = 1\nmax_completion_length = 6\n"
+        "[validate]\nlimit = 40\nmax_new_tokens = 6\nbatch_size = 4\n"
+    )
+    assert main(["run", str(config), "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"round-1/train .* GRPO: at most \d+ failures as prompts", out)
+    assert re.search(r"GRPO: 2 optimizer steps timed on .* s per step", out)
+    assert not (tmp_path / "run").exists()

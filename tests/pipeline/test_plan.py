@@ -129,3 +129,17 @@ def test_targets_step_and_training_from_the_base() -> None:
     config = {"model": "base", "rounds": 2, "retrain_from_base": True}
     config |= {"train": {"learning_rate": 2e-4}, "extract": {"targets": "self"}}
     assert recorded_plan(Path("r"), config) == plan
+
+
+def test_a_method_per_round_sft_then_grpo() -> None:
+    config = {"model": "base", "rounds": 2, "extract": {"targets": "auto"}}
+    config |= {"train": {"learning_rate": 2e-4, "method": ["sft", "grpo"]}}
+    plan = recorded_plan(Path("r"), config)
+    sft, grpo = plan["round-1/train"], plan["round-2/train"]
+    assert (sft.method, sft.merge, sft.inputs) == ("sft", True, ("round-1/targets",))
+    # GRPO starts from the SFT model and reads the extract's records (no targets step)
+    assert (grpo.method, grpo.merge, grpo.inputs) == ("grpo", False, ("round-2/extract",))
+    assert grpo.model == str(Path("r") / "round-1/adapter/merged")
+    assert "round-2/targets" not in [s.name for s in plan.steps]
+    one = recorded_plan(Path("r"), config | {"train": {"learning_rate": 2e-4, "method": "grpo"}})
+    assert [s.method for s in one.steps if s.kind == "train"] == ["grpo", "grpo"]

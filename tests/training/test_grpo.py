@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,16 @@ def test_plumbing_and_resume_on_a_tiny_model(
     logged = [h for h in first.metrics["log_history"] if "reward" in h]
     assert all("rewards/failtune/mean" in h for h in logged)  # failtune's reward was the one
     # Steps 1 and 2 are kept, not run again; step 3 is added once.
-    again = train_grpo(str(tiny_model_dir), prompts, out, max_steps=3, **settings)
+    again = train_grpo(str(tiny_model_dir), prompts, out, max_steps=3, merge=True, **settings)
     assert again.metrics["steps"] == 3
+    # merged for a run's next round: a plain model of the base's shape, no adapter in it
+    merged = json.loads((out / "merged" / "config.json").read_text())
+    assert (
+        merged["hidden_size"]
+        == json.loads((tiny_model_dir / "config.json").read_text())["hidden_size"]
+    )
+    assert not (out / "merged" / "adapter_config.json").exists()
+    assert (out / "merged" / "model.safetensors").is_file()
     assert [r["step"] for r in read_jsonl(again.metrics_file)] == [1, 2, 3]
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
         "checkpoint-2",
@@ -110,3 +119,57 @@ def test_short_real_grpo_run_logs_real_metrics(prompts: Path, tmp_path: Path) ->
         assert 0 < row["mean_completion_length"] <= cap
         assert math.isfinite(row["loss"]) and row["step_seconds"] > 0
         assert row["learning_rate"] > 0
+
+
+def test_two_processes_share_each_group(
+    prompts: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Two gloo processes, each answering one of a group's two answers: the steps, the metrics
+    and the adapter are written once, by the main process."""
+    out = tmp_path / "grpo2"
+    settings = {"num_generations": 2, "batch_size": 1, "max_completion_length": 8}
+    result = train_grpo(
+        str(tiny_model_dir),
+        prompts,
+        out,
+        max_steps=2,
+        num_processes=2,
+        task_options=ARITH,
+        show_progress=False,
+        **settings,
+    )
+    assert result.model is None  # trained in the launched processes: the adapter is on disk
+    assert result.metrics["steps"] == 2 and result.prompts == 4
+    assert [r["step"] for r in read_jsonl(result.metrics_file)] == [1, 2]
+    assert (out / "adapter_model.safetensors").is_file() and (out / "launch.log").is_file()
+    assert not (out / ".saving").exists()
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    assert {p.name for p in checkpoint.glob("rng_state*")} == {"rng_state_0.pth", "rng_state_1.pth"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["args"]["num_processes"] == 2
+
+
+def test_the_launched_grpo_processes_get_the_same_options() -> None:
+    from failtune.cli import build_parser, grpo_options
+    from failtune.config.options import GRPOOptions
+    from failtune.training.launch import launch_command
+
+    o = GRPOOptions(num_generations=4, learning_rate=3e-6, beta=0.04, num_processes=2)
+    cmd = launch_command("m", "d", Path("o"), o)
+    argv = cmd[cmd.index("failtune.cli") + 1 :]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    assert args.method == "grpo" and grpo_options(args) == o
+
+
+def test_a_group_that_does_not_split_over_the_processes_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from test_bad_input import assert_one_clean_line, run_cli
+
+    argv = ["train", "--method", "grpo", "--model_name", "builtin:smollm2"]
+    argv += ["--dataset_path", str(tmp_path), "--output_dir", str(tmp_path / "o")]
+    code, err = run_cli([*argv, "--num-generations", "3", "--num-processes", "2"], capfd)
+    expect = "num_generations 3 (a group's answers, shared by the processes) must divide evenly"
+    assert_one_clean_line(code, err, re.escape(expect))
+    assert not (tmp_path / "o").exists()

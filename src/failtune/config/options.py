@@ -455,11 +455,12 @@ class RunValidateOptions(ValidateOptions):
 class TrainOptions:
     """LoRA SFT with TRL + PEFT (failtune.training.sft), or GRPO (then GRPOOptions apply)."""
 
-    method: str = option(
+    method: str | list[str] = option(  # noqa: RUF009 (option() returns a field)
         "sft",
         "sft: supervised fine-tuning on the training files; grpo: reinforcement learning with "
         "failtune's graders as the reward, on an extract's failures within reach (give its "
-        "folder) or on a prompt dataset",
+        "folder) or on a prompt dataset; in failtune run a list gives each round's method, "
+        'e.g. ["sft", "grpo"] with rounds = 2: SFT, then GRPO on the SFT model\'s failures',
         choices=("sft", "grpo"),
     )
     num_train_epochs: float = option(2.0, "epochs", low=0, open_low=True)
@@ -588,6 +589,20 @@ class GRPOOptions:
         "none",
         "experiment trackers for the training metrics, comma-separated: tensorboard, wandb, "
         "mlflow, trackio or none",
+    )
+    num_processes: int = option(
+        1,
+        "train on N processes (GPUs, or CPU cores without one; data-parallel), started through "
+        "accelerate launch: each answers num_generations/N of every group, rewards are compared "
+        "over the whole group",
+        low=1,
+    )
+    accelerate_config: str | None = option(
+        None,
+        "accelerate config file (YAML or JSON, as `accelerate config` writes it) to launch the "
+        "training processes with",
+        path=True,
+        metavar="FILE",
     )
     seed: int = option(0, "training and sampling seed", run=False)
     resume: bool = option(
@@ -794,7 +809,10 @@ def value_problems(options: Any) -> list[str]:
         value = getattr(options, f.name)
         problem = _range_problem(value, f.metadata)
         if isinstance(value, list) and len(_arms(hints[f.name])[0]) > 1:
-            problem = "takes one value here (a list of them is a sweep, which failtune run does)"
+            problem = (
+                "takes one value here (a list is for failtune run: a learning-rate sweep, or a "
+                "method per round)"
+            )
         if problem:
             found.append(f"--{_flag_name(f)} {problem}")
     combined = getattr(options, "combination_problems", None)

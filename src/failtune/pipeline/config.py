@@ -210,7 +210,9 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
         found += checks.gate_problems(gates, categories, judge=False)
     if isinstance(config["model"], str) and config["model"]:
         found += checks.model_problems(config["model"], "model")
-    found += _launch_problems(config["train"])
+    found += _launch_problems(config["train"], "batch_size", "[train] ")
+    if "grpo" in methods_of(config):
+        found += _launch_problems(config["grpo"], "num_generations", "[grpo] ")
     found += _engine_problems(config)
     found += _method_problems(config)
     found += _combination_problems(config)
@@ -222,14 +224,15 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _launch_problems(train: Mapping[str, Any]) -> list[str]:
-    """[train] num_processes and accelerate_config, once their types are right."""
-    values = [train[k] for k in ("num_processes", "accelerate_config", "batch_size", "device")]
+def _launch_problems(table: Mapping[str, Any], divided: str, where: str) -> list[str]:
+    """num_processes and accelerate_config of [train] or [grpo], once their types are right;
+    `divided`: what the processes share (the global batch, or a GRPO group's answers)."""
+    values = [table[k] for k in ("num_processes", "accelerate_config", divided, "device")]
     kinds = (int, str | None, int, str)
     if all(
         isinstance(v, k) and not isinstance(v, bool) for v, k in zip(values, kinds, strict=True)
     ):
-        return checks.launch_problems(*values, "[train] ")
+        return checks.launch_problems(*values, where, grpo=divided == "num_generations")
     return []
 
 
@@ -278,20 +281,31 @@ def _combination_problems(config: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def methods_of(config: Mapping[str, Any]) -> list[str]:
+    """Each round's training method: [train] method, one for all rounds or a list of them."""
+    method, rounds = config["train"]["method"], config["rounds"]
+    return (
+        list(method)
+        if isinstance(method, list)
+        else [method] * (rounds if isinstance(rounds, int) else 1)
+    )
+
+
 def _method_problems(config: Mapping[str, Any]) -> list[str]:
-    """What GRPO cannot do in a run (yet): several rounds, a served model, several processes."""
-    if config["train"]["method"] != "grpo":
+    """A method list that does not match the rounds; what GRPO cannot do in a run."""
+    method = config["train"]["method"]
+    if isinstance(method, list) and len(method) != config["rounds"]:
+        return [
+            f"[train] method lists one method per round: {len(method)} given for rounds = "
+            f"{config['rounds']}"
+        ]
+    if "grpo" not in methods_of(config):
         return []
     found = []
     if config["backend"] == "openai":
         found.append(
             '[train] method = "grpo" generates with the model it trains, which a server cannot '
             'serve; use backend = "hf" or "vllm"'
-        )
-    if config["rounds"] != 1:
-        found.append(
-            '[train] method = "grpo" runs one round (its adapter is not merged for the next); '
-            "set rounds = 1"
         )
     if isinstance(config["train"]["learning_rate"], list):
         found.append('[train] method = "grpo" takes [grpo] learning_rate, not a sweep')

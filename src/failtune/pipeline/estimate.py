@@ -37,6 +37,7 @@ from failtune.pipeline.timing import (
     generated_tokens,
     solution_lengths,
     spread,
+    time_grpo,
     time_training,
     timed_evaluate,
     training_plan,
@@ -96,6 +97,7 @@ class _Measured:
     extract_samples: int = 0  # [extract] samples per problem besides the greedy answer
     rationalizes: bool = False  # [extract] targets ask for rationales
     validate_samples: int = 0  # [validate] samples per problem, of each side
+    grpo: TrainSample | None = None  # GRPO's steps, when a round trains with it
 
 
 def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -> _Measured:
@@ -121,6 +123,10 @@ def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -
     close_engine()
     note(f"estimate: train: timing {TRAIN_STEPS} optimizer steps")
     trained = time_training(config, ex_sample, tmp / "train")
+    grpo_timed = None
+    if any(s.method == "grpo" for s in run_plan(config).steps):
+        note(f"estimate: GRPO: timing {TRAIN_STEPS} optimizer steps")
+        grpo_timed = time_grpo(config, ex_sample, tmp / "grpo")
     # As the run's validation: the trained model in memory, or (trained by launched processes)
     # the adapter opened from disk.
     if trained.result.model is not None:
@@ -153,6 +159,7 @@ def measure(config: RunConfig, extract_all: Pairs, held_out: Pairs, tmp: Path) -
         ex.samples or 0,
         ex.targets in ("rationalized", "auto"),
         val.samples or 0,
+        grpo_timed,
     )
 
 
@@ -209,6 +216,10 @@ def _price_baseline(
 
 
 def _price_train(step: Step, m: _Measured, training: Mapping[str, Any], plan: Plan) -> StepEstimate:
+    if step.method == "grpo" and m.grpo is not None:
+        steps = training["grpo_steps"]
+        how = f"GRPO: at most {training['failures']} failures as prompts, {steps} optimizer steps"
+        return StepEstimate(step.name, m.grpo.fixed + steps * m.grpo.per_step, how)
     how = f"{training['examples']} examples, {training['steps']} optimizer steps"
     return StepEstimate(step.name, m.train.fixed + training["steps"] * m.train.per_step, how)
 
@@ -308,6 +319,7 @@ def assumptions(
         f"{m.train.per_step:.1f} s per step (checkpoints every {opts.save_steps} steps "
         f"included as far as the sample reached one), {m.train.fixed:.1f} s outside the steps "
         "(load, data preparation, saving).",
+        *_grpo_assumption(config, m, training),
         f"Validate generates only the candidate side (the base side is the baseline, copied): "
         f"the trained model in memory{candidate} answered the held-out sample at "
         f"{_rate(m.candidate)}; its "
@@ -324,6 +336,24 @@ def assumptions(
             if price is not None
             else "give --gpu-hourly-usd to price the hours."
         ),
+    ]
+
+
+def _grpo_assumption(config: RunConfig, m: _Measured, training: Mapping[str, Any]) -> list[str]:
+    if m.grpo is None:
+        return []
+    o = config.grpo
+    return [
+        f"GRPO: {m.grpo.steps} optimizer steps timed on {m.grpo.source} ({o.batch_size} "
+        f"prompts × {o.num_generations} answers per step, generation and grading included): "
+        f"{m.grpo.per_step:.1f} s per step, {m.grpo.fixed:.1f} s outside the steps; "
+        f"{training['grpo_steps']} steps priced "
+        + (
+            f"(max_steps {o.max_steps})."
+            if o.max_steps
+            else f"for every failure as a prompt ({o.num_train_epochs:g} epochs): an upper "
+            "bound, since with samples GRPO trains only on the failures within reach."
+        )
     ]
 
 

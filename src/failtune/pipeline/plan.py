@@ -5,9 +5,11 @@ summary, the cost table and the report read it, so a run's layout is written dow
 nowhere else. Round r's steps: extract (on the base, or on round r-1's merged model) →
 targets (only when [extract] targets is not the reference: the training files, made from the
 extract's records, so changing the targets keeps its samples) → baseline (round 1 only: the
-base on the held-out problems) → train → validate. A learning-rate
-sweep trains once per rate, then a select step chooses, and the baseline waits until then so
-that nothing is generated on the held-out problems before the choice.
+base on the held-out problems) → train (SFT, or GRPO on the extract's failures within reach:
+each round has its method, so ["sft", "grpo"] trains SFT, then GRPO on the SFT model) →
+validate. A learning-rate sweep trains once per rate, then a select step chooses, and the
+baseline waits until then so that nothing is generated on the held-out problems before the
+choice.
 
 Adding a step kind: one entry in KINDS and one line where it goes in `build_plan`, plus its work
 function (failtune.pipeline.steps.WORK) and its price (failtune.pipeline.estimate.PRICES).
@@ -61,6 +63,7 @@ class Step:
     inputs: tuple[str, ...] = ()
     learning_rate: float | None = None  # a sweep's candidate
     merge: bool = False  # train: also save base + adapter merged (another round follows)
+    method: str = "sft"  # train: sft or grpo
 
     def _paths(self, templates: tuple[str, ...]) -> list[str]:
         adapter = adapter_folder(self.round) if self.round else ""
@@ -110,7 +113,11 @@ def recorded_plan(run_dir: Path, config: Mapping[str, Any]) -> Plan:
     rates = candidates(config["train"]["learning_rate"])
     retargets = config.get("extract", {}).get("targets", "reference") != "reference"
     from_base = bool(config.get("retrain_from_base", False))
-    return build_plan(run_dir, config["model"], config["rounds"], rates, retargets, from_base)
+    method = config["train"].get("method", "sft")
+    methods = method if isinstance(method, list) else [method] * config["rounds"]
+    return build_plan(
+        run_dir, config["model"], config["rounds"], rates, retargets, from_base, methods
+    )
 
 
 def adapter_folder(r: int) -> str:
@@ -129,18 +136,21 @@ def build_plan(
     rates: list[float] | None,
     retargets: bool = False,
     from_base: bool = False,
+    methods: list[str] | None = None,
 ) -> Plan:
     """Every step of a run of `rounds` rounds in the order they run (a round that fails its
     gates or gains nothing significant ends the run early); `rates`: a sweep's learning rates;
     `retargets`: a targets step makes the training files; `from_base`: each round samples on
-    the last round's model but trains a fresh adapter on the base (no stacking)."""
+    the last round's model but trains a fresh adapter on the base (no stacking); `methods`:
+    each round's training method (sft when not given)."""
+    methods = methods or ["sft"] * rounds
     steps: list[Step] = []
     base, upstream = model, ()  # upstream: the step that made the model a round starts from
     for r in range(1, rounds + 1):
         merge, extract = r < rounds, f"round-{r}/extract"
         steps.append(Step(extract, "extract", extract, r, model, upstream))
-        data = extract
-        if retargets:
+        data, method = extract, methods[r - 1]
+        if retargets and method == "sft":  # GRPO reads the extract's records, not a target
             data = f"round-{r}/targets"
             steps.append(Step(data, "targets", data, r, model, (extract,)))
         trains_on = base if from_base else model
@@ -149,8 +159,9 @@ def build_plan(
             steps.append(baseline)
         if rates is None:
             made_by = f"round-{r}/train"
+            folder = adapter_folder(r)
             steps.append(
-                Step(made_by, "train", adapter_folder(r), r, trains_on, (data,), None, merge)
+                Step(made_by, "train", folder, r, trains_on, (data,), merge=merge, method=method)
             )
         else:
             for lr in rates:

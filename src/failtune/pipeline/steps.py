@@ -118,9 +118,10 @@ def train_inputs(step: Step, ctx: Context) -> dict[str, Any]:
     # selection_size is the select step's input, not training's: a run that trains once hashes
     # what it always did.
     section = {k: v for k, v in ctx.config.table("train").items() if k != "selection_size"}
+    section["method"] = step.method  # this round's, of a method per round
     if step.learning_rate is not None:
         section["learning_rate"] = step.learning_rate
-    grpo = ctx.config.train.method == "grpo"
+    grpo = step.method == "grpo"
     section = _hashed(section) | (
         {"grpo": without_trackers(ctx.config.table("grpo"))} if grpo else {}
     )
@@ -250,10 +251,12 @@ def _graded(
 
 def train_work(step: Step, ctx: Context) -> dict[str, Any]:
     """Train on the round's failures; merged into a plain model when another round follows."""
-    if ctx.config.train.method == "grpo":
+    if step.method == "grpo":
         return _grpo_work(step, ctx)
     rate = step.learning_rate if step.learning_rate is not None else ctx.config.train.learning_rate
-    options = dataclasses.replace(ctx.config.train, merge=step.merge, learning_rate=rate)
+    options = dataclasses.replace(
+        ctx.config.train, merge=step.merge, learning_rate=rate, method=step.method
+    )
     adapter = ctx.plan.path(step)
     # Weights opened for generation are not needed again in this round: free them for training.
     ctx.engines.release(f"training {step.folder}")
@@ -280,7 +283,8 @@ def train_work(step: Step, ctx: Context) -> dict[str, Any]:
 
 
 def _grpo_work(step: Step, ctx: Context) -> dict[str, Any]:
-    """GRPO on the extract's failures within reach (all of them without samples)."""
+    """GRPO on the extract's failures within reach (all of them without samples); merged into a
+    plain model when another round follows."""
     ctx.engines.release(f"training {step.folder}")
     adapter = ctx.plan.path(step)
     prompts = grpo.prompt_dataset_for(
@@ -293,6 +297,7 @@ def _grpo_work(step: Step, ctx: Context) -> dict[str, Any]:
         options=ctx.config.grpo,
         task_options=ctx.config.tasks,
         show_progress=ctx.show_progress,
+        merge=step.merge,
     )
     rewards = [h["reward"] for h in result.metrics.get("log_history", []) if "reward" in h]
     return {

@@ -6,7 +6,8 @@
   sample drains its batch where a long split keeps it full: scaling by problems or tokens
   alone over-prices large splits (measured on the demo: see the README);
 - training: a few optimizer steps on real training rows, priced per step; the number of
-  examples comes from the sample's failure rate, the steps from the trainer's own arithmetic.
+  examples comes from the sample's failure rate, the steps from the trainer's own arithmetic;
+  GRPO likewise, a few of its steps (generation included) on the sample's failures as prompts.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from failtune.evaluation.records import evaluate
 from failtune.evaluation.training_data import REPLAY_SUFFIX, TRAINING_SUFFIX, write_training_files
 from failtune.files import atomic_write_jsonl, read_jsonl
 from failtune.pipeline.plan import candidates
+from failtune.rewards.datasets import write_prompt_dataset
 from failtune.tasks import Problem, Task
-from failtune.training import sft
+from failtune.training import grpo, sft
 from failtune.training.mixing import mix_examples
 
 TRAIN_STEPS = 2  # optimizer steps timed (the demo checkpoints every 2: its rate is kept)
@@ -219,7 +221,8 @@ def training_rows(sample: GenSample, folder: Path, need: int) -> tuple[Path, str
 def train_options(config: RunConfig) -> TrainOptions:
     """The train step's options, with one learning rate (a sweep's smallest)."""
     rates = candidates(config.train.learning_rate)
-    return dataclasses.replace(config.train, learning_rate=rates[0]) if rates else config.train
+    rate = rates[0] if rates else config.train.learning_rate
+    return dataclasses.replace(config.train, learning_rate=rate, method="sft")
 
 
 def time_training(config: RunConfig, sample: GenSample, folder: Path) -> TrainSample:
@@ -234,6 +237,35 @@ def time_training(config: RunConfig, sample: GenSample, folder: Path) -> TrainSa
     )
     runtime, steps = result.metrics["train_runtime"], result.metrics["steps"]
     return TrainSample(runtime / steps, result.seconds - runtime, steps, source, result)
+
+
+def time_grpo(config: RunConfig, sample: GenSample, folder: Path) -> TrainSample:
+    """GRPO itself for TRAIN_STEPS optimizer steps with the run's [grpo] options, on the
+    sample's failures as prompts (then problems it solved, when it failed fewer)."""
+    o = config.grpo
+    failed = [p for p, r in zip(sample.problems, sample.records, strict=True) if not r["correct"]]
+    solved = [p for p in sample.problems if p not in failed]
+    prompts = (failed + solved)[: TRAIN_STEPS * o.batch_size]
+    source = f"{min(len(failed), len(prompts))} failures of the extract sample as prompts"
+    path = write_prompt_dataset(prompts, folder / "estimate_prompts.jsonl")
+    timed = dataclasses.replace(o, max_steps=TRAIN_STEPS, report_to="none", num_processes=1)
+    result = grpo.train_grpo(
+        config.run.model,
+        path,
+        folder / "grpo",
+        timed,
+        task_options=config.tasks,
+        show_progress=False,
+    )
+    runtime, steps = result.metrics["train_runtime"], result.metrics["steps"]
+    return TrainSample(runtime / steps, result.seconds - runtime, steps, source, result)
+
+
+def grpo_steps(config: RunConfig, failures: int) -> int:
+    """GRPO's optimizer steps on `failures` prompts (an upper bound: with samples, it trains
+    only on the failures within reach)."""
+    o = config.grpo
+    return o.max_steps or math.ceil(o.num_train_epochs * failures / o.batch_size)
 
 
 def training_plan(config: RunConfig, problems: Pairs, sample: GenSample) -> dict:
@@ -256,8 +288,11 @@ def training_plan(config: RunConfig, problems: Pairs, sample: GenSample) -> dict
     accum = opts.gradient_accumulation_steps
     per_epoch = max(batches // accum + int(batches % accum > 0), 1)
     rates = {c: sum(f) / len(f) for c, f in failed.items()}
+    failures = sum(round(rates[c] * totals[c]) for c in rates)
     return {
         "failure_rates": rates,
+        "failures": failures,
+        "grpo_steps": grpo_steps(config, failures),
         "examples": examples,
         "steps": math.ceil(opts.num_train_epochs * per_epoch) if examples else 0,
         "options": opts,

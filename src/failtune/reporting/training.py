@@ -47,10 +47,11 @@ def sweep_section(doc: Document, record: dict[str, Any]) -> None:
 def rounds_section(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
     doc.heading("Rounds")
     doc.table(
-        ["round", "gates", "Δ vs previous round", "McNemar p", "decision"],
+        ["round", "method", "gates", "Δ vs previous round", "McNemar p", "decision"],
         [
             [
                 str(r["round"]),
+                plan.adapter_step(r["round"]).method,
                 "passed" if r["gates_passed"] else "failed",
                 f"{r['vs_previous']['delta']:+.1%}",
                 f"{r['vs_previous']['mcnemar_p']:.2g}",
@@ -59,11 +60,16 @@ def rounds_section(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
             for r in state["rounds"]
         ],
     )
-    last = state["rounds"][-1]["round"]
-    history = _read_json(plan.path(adapter_folder(last)) / "metrics.json").get("log_history", [])
+    # The last round of each method draws its curve: SFT's loss, GRPO's reward.
+    histories = {
+        plan.adapter_step(r["round"]).method: (r["round"], _history(plan, r["round"]))
+        for r in state["rounds"]
+    }
+    last, history = histories.get("sft", (0, []))
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     if losses:
         doc.image("loss.png", f"training loss, round {last}", plots.step_curve(losses))
+    last, history = histories.get("grpo", (0, []))
     rewards = [(h["step"], h["reward"]) for h in history if "reward" in h]
     if rewards:  # GRPO: the reward curve, and how often a group carried no gradient
         curve = plots.step_curve(rewards, "mean reward")
@@ -74,6 +80,10 @@ def rounds_section(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
                 f"Groups whose answers all earned the same reward (no gradient): "
                 f"{sum(flat) / len(flat):.0%} of groups on average over {len(flat)} steps."
             )
+
+
+def _history(plan: Plan, r: int) -> list[dict[str, Any]]:
+    return _read_json(plan.path(adapter_folder(r)) / "metrics.json").get("log_history", [])
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -8,23 +8,30 @@ from accelerate's own config file, never from anything written here.
 
 `batch_size` is the global batch of an optimizer step (before gradient accumulation): each of N
 processes takes batch_size / N examples, so one config trains the same run on 1 or N processes.
+GRPO (`failtune train --method grpo`) launches the same way: each process answers
+num_generations / N of every group and TRL compares the rewards over the whole group; the
+tasks' options (a run's [tasks]) reach its children as JSON in FAILTUNE_TASK_OPTIONS.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from failtune.config.options import TrainOptions, to_flags
+from failtune.config.options import GRPOOptions, TrainOptions, to_flags
 from failtune.console import LAUNCH_MARK, note
 from failtune.errors import FailtuneError
 
 # Set in the processes a launch starts, so none of them launches again.
 LAUNCHED = "FAILTUNE_LAUNCHED"
+TASK_OPTIONS = "FAILTUNE_TASK_OPTIONS"  # a GRPO launch's task options, for its reward
+Options = TrainOptions | GRPOOptions
 ERROR_PREFIX = "failtune: error: "
 
 
@@ -57,13 +64,34 @@ def batch_problem(batch_size: int, processes: int) -> str:
     )
 
 
-def needs_launch(o: TrainOptions) -> bool:
+def per_process_group(num_generations: int, processes: int) -> int:
+    """GRPO: the answers of a group each process generates and grades."""
+    if num_generations % processes:
+        raise FailtuneError(group_problem(num_generations, processes))
+    return num_generations // processes
+
+
+def group_problem(num_generations: int, processes: int) -> str:
+    return (
+        f"num_generations {num_generations} (a group's answers, shared by the processes) must "
+        f"divide evenly over {processes} processes "
+        f"(try {max(1, num_generations // processes) * processes})"
+    )
+
+
+def task_options_from_env() -> dict[str, Any] | None:
+    """The task options a GRPO launch passed to this process (None outside one)."""
+    text = os.environ.get(TASK_OPTIONS)
+    return json.loads(text) if text else None
+
+
+def needs_launch(o: Options) -> bool:
     """Several processes asked for and this process is not already one of them."""
     wanted = o.num_processes > 1 or o.accelerate_config is not None
     return wanted and LAUNCHED not in os.environ and "WORLD_SIZE" not in os.environ
 
 
-def check_launched(o: TrainOptions) -> None:
+def check_launched(o: Options) -> None:
     """A launcher that started another number of processes than asked would change the run."""
     if o.num_processes > 1 and world_size() != o.num_processes:
         raise FailtuneError(
@@ -97,9 +125,7 @@ def processes_allowed(device: str, machines: int) -> tuple[int, str]:
     return count * machines, f"{count} {what} on {where}"
 
 
-def launch_command(
-    model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions
-) -> list[str]:
+def launch_command(model_name: str, dataset_path: str | Path, out: Path, o: Options) -> list[str]:
     """`accelerate launch … -m failtune.cli train …` with the same options.
 
     The children write to a pipe, so they show messages, not bars (cli.main).
@@ -113,6 +139,7 @@ def launch_command(
     if o.num_processes > 1:
         cmd += ["--num_processes", str(o.num_processes)]
     cmd += ["-m", "failtune.cli", "train", "--model_name", model_name]
+    cmd += ["--method", "grpo"] if isinstance(o, GRPOOptions) else []
     return [*cmd, "--dataset_path", str(dataset_path), "--output_dir", str(out), *to_flags(o)]
 
 
@@ -122,7 +149,13 @@ def _import_path() -> str:
     return os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-def run_processes(model_name: str, dataset_path: str | Path, out: Path, o: TrainOptions) -> None:
+def run_processes(
+    model_name: str,
+    dataset_path: str | Path,
+    out: Path,
+    o: Options,
+    task_options: Mapping[str, Any] | None = None,
+) -> None:
     """Train in child processes and wait; a failure becomes one error naming its cause.
 
     The children's messages are passed on; the launchers' own output (environment notices, a
@@ -136,6 +169,8 @@ def run_processes(model_name: str, dataset_path: str | Path, out: Path, o: Train
     config = f" of {o.accelerate_config}" if o.accelerate_config else ""
     note(f"training on {how}{config} through accelerate launch")
     env = {**os.environ, LAUNCHED: "1", "PYTHONPATH": _import_path()}
+    if task_options:
+        env[TASK_OPTIONS] = json.dumps(task_options)
     cmd = launch_command(model_name, dataset_path, out, o)
     with (
         log_path.open("w") as log,
