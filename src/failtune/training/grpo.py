@@ -120,10 +120,7 @@ def train_grpo(
     main = launch.is_main()
     if not main:
         silence()
-    cap = o.max_completion_length or max(
-        task_by_name(name, task_options).default_max_new_tokens
-        for name in {r["task"] for r in rows}
-    )
+    cap = o.max_completion_length or _task_cap(rows, task_options)
     ref = resolve_model(model_name)
     out = output_folder(output_dir)
     device = pick_device(launch.local_device(o.device))
@@ -167,6 +164,12 @@ def train_grpo(
     if merge:
         trained = save_merged(trained, tokenizer, out / "merged")
     return GRPOResult(out, len(rows), metrics, out / METRICS, seconds, trained, tokenizer)
+
+
+def _task_cap(rows: list[dict[str, Any]], task_options: TaskOptions | None) -> int:
+    """The largest default answer cap of the prompts' tasks."""
+    names = {r["task"] for r in rows}
+    return max(task_by_name(name, task_options).default_max_new_tokens for name in names)
 
 
 def _launched_result(out: Path, seconds: float) -> GRPOResult:
