@@ -72,6 +72,8 @@ def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
                 "arith",
                 "--limit",
                 "16",
+                "--backend",  # vLLM's start-up would dominate 16 answers; tested on its own
+                "hf",
                 "--no-progress",
             ]
         )
@@ -114,6 +116,8 @@ def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
             str(val),
             "--gate",
             "arith.n>=12",
+            "--backend",
+            "hf",
             "--no-progress",
         ]
     )
