@@ -276,15 +276,10 @@ def _run_grpo(args: argparse.Namespace) -> int:
     from failtune.training.grpo import prompt_dataset_for, train_grpo
     from failtune.training.launch import task_options_from_env
 
-    opts = grpo_options(args)
-    problems = value_problems(opts) + checks.model_problems(args.model_name, "--model-name")
+    o = grpo_options(args)
+    problems = value_problems(o) + checks.model_problems(args.model_name, "--model-name")
     problems += checks.launch_problems(
-        opts.num_processes,
-        opts.accelerate_config,
-        opts.num_generations,
-        opts.device,
-        "",
-        grpo=True,
+        o.num_processes, o.accelerate_config, o.num_generations, o.device, "", grpo=True
     )
     _checked(problems)
     tasks = task_options_from_env()  # a launched process: its parent's task options
@@ -293,7 +288,7 @@ def _run_grpo(args: argparse.Namespace) -> int:
         args.model_name,
         prompts,
         args.output_dir,
-        options=opts,
+        options=o,
         task_options=tasks,
         show_progress=args.progress,
     )
