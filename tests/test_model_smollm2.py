@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import read_jsonl
 
 from failtune.cli import main
@@ -154,3 +155,31 @@ def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
     assert all(t["output"].startswith("```python\n") for t in training)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["problem_splits"] == {"mbpp": ["prompt"]}
+
+
+def test_the_gguf_and_its_converted_folder_load_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads go through the converted folder (a second instead of ~20 s of dequantising): the
+    weights must be the GGUF's own, bit for bit, and the tokenizer must encode the same."""
+    from failtune import model_loading
+    from failtune.model_loading import load_model, load_tokenizer, resolve_model
+
+    ref = resolve_model("builtin:smollm2")
+    converted = load_model(ref, dtype="float32", device="cpu").state_dict()
+    folder_tok = load_tokenizer(ref)
+    monkeypatch.setenv("FAILTUNE_CACHE", str(tmp_path))  # no folder here, and none made:
+    monkeypatch.setattr(model_loading, "CONVERT_BELOW_BYTES", 0)  # read the GGUF itself
+    direct = load_model(ref, dtype="float32", device="cpu").state_dict()
+    assert not (tmp_path / "models").exists()
+    assert converted.keys() == direct.keys()
+    assert all(torch.equal(converted[k], direct[k]) for k in direct)
+    gguf_tok = load_tokenizer(ref)
+    chat = [{"role": "user", "content": "There are 3 jars with 12 stamps in each. How many?"}]
+    assert folder_tok.apply_chat_template(chat, add_generation_prompt=True) == (
+        gguf_tok.apply_chat_template(chat, add_generation_prompt=True)
+    )
+    assert (folder_tok.eos_token_id, folder_tok.pad_token_id) == (
+        gguf_tok.eos_token_id,
+        gguf_tok.pad_token_id,
+    )

@@ -37,11 +37,11 @@ FAILTUNE_LINES = [
 LEAKS = [r"\d+%\|", r"\bit/s\]", r"\b\w*Warning\b", r"^(WARNING|INFO|DEBUG)\b", r"Traceback"]
 
 
-def failtune(*args: str, cwd: Path) -> str:
+def failtune(*args: str, cwd: Path, **extra_env: str) -> str:
     """stdout and stderr of `failtune ARGS` in a new process, not attached to a terminal."""
     # Tests that ran the CLI in this process left its quiet switches in the environment.
     env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
-    env |= {"PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    env |= {"PYTHONPATH": str(SRC), "COLUMNS": "200", **extra_env}
     done = subprocess.run(
         [sys.executable, "-m", "failtune.cli", *args],
         cwd=cwd,
@@ -92,13 +92,28 @@ def test_run_prints_one_line_per_step_and_nothing_from_libraries(
 
 @pytest.mark.model
 def test_gguf_load_is_quiet_unless_verbose(tmp_path: Path) -> None:
-    """Loading the GGUF demo model draws transformers' conversion bar: shown only on request."""
+    """Reading the GGUF demo model draws transformers' conversion bar: shown only on request.
+    Each run gets an empty cache, so each reads the GGUF (into its converted folder)."""
     require_smollm2()
     command = ["extract", "--model_path", "builtin:smollm2", "--backend", "hf"]
     command += ["--categories", "arith", "--limit", "2", "--max_new_tokens", "8"]
-    quiet = failtune(*command, "--output_dir", str(tmp_path / "quiet"), cwd=tmp_path)
+    quiet = failtune(
+        *command,
+        "--output_dir",
+        str(tmp_path / "quiet"),
+        cwd=tmp_path,
+        FAILTUNE_CACHE=str(tmp_path / "cache-quiet"),
+    )
     assert foreign_lines(quiet) == []
     assert "arith: 2 training examples" in quiet
-    verbose = failtune("--verbose", *command, "--output_dir", str(tmp_path / "v"), cwd=tmp_path)
+    assert "converting SmolLM2-135M-Instruct.Q4_1.gguf to a safetensors folder (once)" in quiet
+    verbose = failtune(
+        "--verbose",
+        *command,
+        "--output_dir",
+        str(tmp_path / "v"),
+        cwd=tmp_path,
+        FAILTUNE_CACHE=str(tmp_path / "cache-verbose"),
+    )
     assert "de-quantizing GGUF tensors" in verbose
     assert any("de-quantizing GGUF tensors" in line for line in foreign_lines(verbose))

@@ -116,8 +116,10 @@ def pick_dtype(dtype: str, device: str) -> Any:
 def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
-    source = ref.adapter if ref.adapter and _has_tokenizer(Path(ref.adapter)) else ref.path
-    kwargs = {"gguf_file": ref.gguf_file} if ref.gguf_file and source == ref.path else {}
+    if ref.adapter and _has_tokenizer(Path(ref.adapter)):
+        source, kwargs = ref.adapter, {}
+    else:
+        source, kwargs = _base_source(ref)
     tok = _wrap_load(ref, lambda: AutoTokenizer.from_pretrained(source, **kwargs))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -129,17 +131,43 @@ def load_model(ref: ModelRef, *, dtype: str = "auto", device: str = "auto") -> A
     from transformers import AutoModelForCausalLM
 
     device = pick_device(device)
-    kwargs: dict[str, Any] = {"dtype": pick_dtype(dtype, device)}
-    if ref.gguf_file:
-        kwargs["gguf_file"] = ref.gguf_file
-    model = _wrap_load(ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, **kwargs))
-    if ref.gguf_file:
+    source, kwargs = _base_source(ref)
+    kwargs["dtype"] = pick_dtype(dtype, device)
+    model = _wrap_load(ref, lambda: AutoModelForCausalLM.from_pretrained(source, **kwargs))
+    if "gguf_file" in kwargs:
         _forget_gguf_quantization(model)
     if ref.adapter:
         from peft import PeftModel
 
         model = _wrap_load(ref, lambda: PeftModel.from_pretrained(model, ref.adapter))
     return model.to(device).eval()
+
+
+# A GGUF this small is dequantised into the cache on first load (SmolLM2's 100 MB: 517 MB).
+CONVERT_BELOW_BYTES = 300 * 2**20
+
+
+def _base_source(ref: ModelRef) -> tuple[str, dict[str, Any]]:
+    """Where the base weights and tokenizer load from, and with which arguments.
+
+    Reading a GGUF dequantises it on every load (SmolLM2: about 20 s for the weights and 14 s for
+    the tokenizer here); its converted folder (gguf_as_folder) holds the same weights bit for bit
+    and loads in under a second. It is used when an engine made it already, and made now for a
+    small GGUF; a large one is read as it is, since its folder would take several times its
+    size on disk.
+    """
+    if not ref.gguf_file:
+        return ref.path, {}
+    folder = _converted_path(ref)
+    if (folder / "config.json").is_file():
+        return str(folder), {}
+    if (Path(ref.path) / ref.gguf_file).stat().st_size < CONVERT_BELOW_BYTES:
+        try:
+            _convert(ref, folder)
+            return str(folder), {}
+        except OSError as e:  # a full disk or a read-only cache: read the GGUF as before
+            note(f"could not keep a converted copy in {folder.parent} ({e.strerror or e})")
+    return ref.path, {"gguf_file": ref.gguf_file}
 
 
 def _forget_gguf_quantization(model: Any) -> None:
@@ -185,31 +213,48 @@ def gguf_as_folder(ref: ModelRef) -> Path:
     Engines that cannot read GGUF (vLLM on CPU, lm-evaluation-harness) load this folder. The
     cache key is the file's path, size and mtime, so a replaced GGUF is converted again.
     """
+    if not ref.gguf_file:
+        raise FailtuneError(f"{ref.path} is not a GGUF model")
+    target = _converted_path(ref)
+    if not (target / "config.json").is_file():
+        _convert(ref, target)
+    return target
+
+
+def _converted_path(ref: ModelRef) -> Path:
     import hashlib
+
+    gguf = (Path(ref.path) / (ref.gguf_file or "")).resolve()
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
+
+
+def _convert(ref: ModelRef, target: Path) -> None:
+    """Dequantise the GGUF into `target` (read from the GGUF itself, never from a folder)."""
     import shutil
     import tempfile
 
-    if not ref.gguf_file:
-        raise FailtuneError(f"{ref.path} is not a GGUF model")
-    gguf = Path(ref.path) / ref.gguf_file
-    stat = gguf.resolve().stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_dir() / "models" / f"{gguf.stem}-{key[:12]}"
-    if (target / "config.json").is_file():
-        return target
-    note(f"converting {gguf.name} to a safetensors folder for this engine (once): {target}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = {"gguf_file": ref.gguf_file}
+    note(f"converting {ref.gguf_file} to a safetensors folder (once): {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    base = ModelRef(ref.path, ref.gguf_file)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        load_model(base, dtype="float32", device="cpu").save_pretrained(tmp)
-        load_tokenizer(base).save_pretrained(tmp)
+        model = _wrap_load(
+            ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, dtype="float32", **gguf)
+        )
+        _forget_gguf_quantization(model)
+        model.save_pretrained(tmp)
+        _wrap_load(ref, lambda: AutoTokenizer.from_pretrained(ref.path, **gguf)).save_pretrained(
+            tmp
+        )
         tmp.rename(target)  # atomic: a killed conversion never leaves a half folder behind
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").is_file():
+        if not (target / "config.json").is_file():  # else another process made it meanwhile
             raise
-    return target
 
 
 def merged_folder(ref: ModelRef) -> Path:

@@ -77,7 +77,10 @@ def test_grpo_trains_on_the_failures_within_reach(tiny_model_dir: Path, tmp_path
     [
         (("--num-generations", "1"), "--num-generations must be at least 2"),
         (("--learning-rate", "-1"), "--learning-rate must be above 0"),  # shared flag reaches GRPO
-        (("--num-processes", "2"), "--method grpo trains in one process here"),
+        (
+            ("--num-processes", "2", "--num-generations", "3"),
+            "num_generations 3 (a group's answers, shared by the processes) must divide evenly",
+        ),
     ],
 )
 def test_grpo_mistakes_are_one_sentence_before_any_model_loads(
