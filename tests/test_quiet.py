@@ -28,6 +28,7 @@ FAILTUNE_LINES = [
     r"\w+: \d+ of \d+ eval prompts share a 13-gram with the training data .*",  # the overlap
     r"time per step: .*",
     r"report: .*",
+    r"converting \S+ to a safetensors folder \(once\): \S+",  # a GGUF's first load
     r"\w+: \d+ training examples → \S+",
     r"training lines: .*",  # where they came from, with targets other than the reference
     r"\s*(extract|validate) → \S+\s*",  # a table's title
