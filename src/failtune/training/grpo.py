@@ -116,7 +116,7 @@ def train_grpo(
         launch.run_processes(model_name, dataset_path, out, o, task_options)
         return _launched_result(out, time.perf_counter() - t0)
     launch.check_launched(o)
-    per_process = launch.per_process_group(o.num_generations, launch.world_size())
+    per_process = launch.per_process(o.num_generations, launch.world_size(), launch.group_problem)
     main = launch.is_main()
     if not main:
         silence()

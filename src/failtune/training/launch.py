@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,32 +51,26 @@ def local_device(device: str) -> str:
     return f"cuda:{local}" if device == "cuda" and local is not None else device
 
 
-def per_process_batch(batch_size: int, processes: int) -> int:
-    if batch_size % processes:
-        raise FailtuneError(batch_problem(batch_size, processes))
-    return batch_size // processes
+def per_process(total: int, processes: int, problem: Callable[[int, int], str]) -> int:
+    """This process's share of what the processes split evenly (SFT's global batch, GRPO's
+    group of answers); `problem` words the refusal when it does not split."""
+    if total % processes:
+        raise FailtuneError(problem(total, processes))
+    return total // processes
 
 
 def batch_problem(batch_size: int, processes: int) -> str:
-    return (
-        f"batch_size {batch_size} is the global batch and must divide evenly over "
-        f"{processes} processes (try {max(1, batch_size // processes) * processes})"
-    )
-
-
-def per_process_group(num_generations: int, processes: int) -> int:
-    """GRPO: the answers of a group each process generates and grades."""
-    if num_generations % processes:
-        raise FailtuneError(group_problem(num_generations, processes))
-    return num_generations // processes
+    return _uneven(f"batch_size {batch_size} is the global batch and", batch_size, processes)
 
 
 def group_problem(num_generations: int, processes: int) -> str:
-    return (
-        f"num_generations {num_generations} (a group's answers, shared by the processes) must "
-        f"divide evenly over {processes} processes "
-        f"(try {max(1, num_generations // processes) * processes})"
-    )
+    what = f"num_generations {num_generations} (a group's answers, shared by the processes)"
+    return _uneven(what, num_generations, processes)
+
+
+def _uneven(what: str, total: int, processes: int) -> str:
+    nearest = max(1, total // processes) * processes
+    return f"{what} must divide evenly over {processes} processes (try {nearest})"
 
 
 def task_options_from_env() -> dict[str, Any] | None:

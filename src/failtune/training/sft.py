@@ -139,7 +139,7 @@ def train(
         return _launched_result(out, o.merge, time.perf_counter() - t0)
     launch.check_launched(o)
     processes = launch.world_size()
-    per_process = launch.per_process_batch(o.batch_size, processes)
+    per_process = launch.per_process(o.batch_size, processes, launch.batch_problem)
     main = launch.is_main()
     if not main:
         silence()
@@ -241,7 +241,7 @@ def _sft_config(
 ) -> Any:
     """TRL's settings for one run: cosine schedule, checkpoints every `save_steps`, no tqdm.
 
-    `per_process` is this process's share of the global batch (launch.per_process_batch).
+    `per_process` is this process's share of the global batch (launch.per_process).
     """
     from trl import SFTConfig
 
