@@ -41,13 +41,20 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=0.0)
     parser.add_argument("--model", default="builtin:smollm2")
     parser.add_argument("--processes", default="1", help="comma-separated process counts")
+    parser.add_argument(
+        "--prompts",
+        help="a prompt dataset (e.g. an extract's grpo_prompts.jsonl: failures within reach, "
+        "where groups can disagree); default: the first arith train problems",
+    )
     parser.add_argument("--out", default="benchmarks/results/grpo_steps.json")
     args = parser.parse_args()
     task = Arith()
     problems = [(task, p) for p in task.load("train")[: args.steps * args.batch_size]]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        prompts = write_prompt_dataset(problems, Path(tmp) / "prompts.jsonl")
+        prompts = Path(args.prompts) if args.prompts else Path(tmp) / "prompts.jsonl"
+        if not args.prompts:
+            write_prompt_dataset(problems, prompts)
         for processes in [int(n) for n in args.processes.split(",")]:
             started = time.perf_counter()
             result = train_grpo(
