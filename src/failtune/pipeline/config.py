@@ -29,6 +29,7 @@ from failtune.config.options import (
 from failtune.config.run import RunConfig
 from failtune.errors import FailtuneError
 from failtune.pipeline import sweep
+from failtune.pipeline.plan import round_methods
 from failtune.tasks import TASKS, scores_loglikelihood
 from failtune.training.tracking import parse_report_to
 
@@ -211,7 +212,7 @@ def _meaning_problems(config: Mapping[str, Any]) -> list[str]:
     if isinstance(config["model"], str) and config["model"]:
         found += checks.model_problems(config["model"], "model")
     found += _launch_problems(config["train"], "batch_size", "[train] ")
-    if "grpo" in methods_of(config):
+    if "grpo" in round_methods(config):
         found += _launch_problems(config["grpo"], "num_generations", "[grpo] ")
     found += _engine_problems(config)
     found += _method_problems(config)
@@ -281,16 +282,6 @@ def _combination_problems(config: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def methods_of(config: Mapping[str, Any]) -> list[str]:
-    """Each round's training method: [train] method, one for all rounds or a list of them."""
-    method, rounds = config["train"]["method"], config["rounds"]
-    return (
-        list(method)
-        if isinstance(method, list)
-        else [method] * (rounds if isinstance(rounds, int) else 1)
-    )
-
-
 def _method_problems(config: Mapping[str, Any]) -> list[str]:
     """A method list that does not match the rounds; what GRPO cannot do in a run."""
     method = config["train"]["method"]
@@ -299,7 +290,7 @@ def _method_problems(config: Mapping[str, Any]) -> list[str]:
             f"[train] method lists one method per round: {len(method)} given for rounds = "
             f"{config['rounds']}"
         ]
-    if "grpo" not in methods_of(config):
+    if "grpo" not in round_methods(config):
         return []
     found = []
     if config["backend"] == "openai":

@@ -113,11 +113,18 @@ def recorded_plan(run_dir: Path, config: Mapping[str, Any]) -> Plan:
     rates = candidates(config["train"]["learning_rate"])
     retargets = config.get("extract", {}).get("targets", "reference") != "reference"
     from_base = bool(config.get("retrain_from_base", False))
-    method = config["train"].get("method", "sft")
-    methods = method if isinstance(method, list) else [method] * config["rounds"]
+    methods = round_methods(config)
     return build_plan(
         run_dir, config["model"], config["rounds"], rates, retargets, from_base, methods
     )
+
+
+def round_methods(config: Mapping[str, Any]) -> list[str]:
+    """Each round's training method: [train] method, one for all rounds or a list of them."""
+    method, rounds = config["train"].get("method", "sft"), config["rounds"]
+    if isinstance(method, list):
+        return list(method)
+    return [method] * (rounds if isinstance(rounds, int) else 1)
 
 
 def adapter_folder(r: int) -> str:

@@ -243,8 +243,9 @@ def time_grpo(config: RunConfig, sample: GenSample, folder: Path) -> TrainSample
     """GRPO itself for TRAIN_STEPS optimizer steps with the run's [grpo] options, on the
     sample's failures as prompts (then problems it solved, when it failed fewer)."""
     o = config.grpo
-    failed = [p for p, r in zip(sample.problems, sample.records, strict=True) if not r["correct"]]
-    solved = [p for p in sample.problems if p not in failed]
+    graded = list(zip(sample.problems, sample.records, strict=True))
+    failed = [p for p, r in graded if not r["correct"]]
+    solved = [p for p, r in graded if r["correct"]]
     prompts = (failed + solved)[: TRAIN_STEPS * o.batch_size]
     source = f"{min(len(failed), len(prompts))} failures of the extract sample as prompts"
     path = write_prompt_dataset(prompts, folder / "estimate_prompts.jsonl")

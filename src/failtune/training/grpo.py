@@ -142,8 +142,9 @@ def train_grpo(
     atomic_write_json(out / "metrics.json", metrics)
     categories = sorted({task_by_name(r["task"], task_options).category for r in rows})
     meta = {"base_model": model_name, "method": "grpo", "categories": categories}
+    data_sha256 = sha256_file(Path(dataset_path))
     # the prompts, which validation checks against its held-out prompts as SFT's training files
-    meta["files"] = {str(Path(dataset_path).resolve()): sha256_file(Path(dataset_path))}
+    meta["files"] = {str(Path(dataset_path).resolve()): data_sha256}
     atomic_write_json(out / TRAIN_META, meta)
     seconds = time.perf_counter() - t0
     write_manifest(
@@ -156,7 +157,7 @@ def train_grpo(
         device=device,
         started=started,
         finished=now(),
-        data_sha256={str(dataset_path): sha256_file(Path(dataset_path))},
+        data_sha256={str(dataset_path): data_sha256},
         counts={"prompts": len(rows), "steps": result.global_step},
         max_completion_length=cap,
         cost={"wall_seconds": round(seconds, 2)},
