@@ -152,9 +152,9 @@ def _base_source(ref: ModelRef) -> tuple[str, dict[str, Any]]:
 
     Reading a GGUF dequantises it on every load (SmolLM2 here: 18 s for the weights, 5 s for the
     tokenizer); its converted folder (gguf_as_folder) holds the same weights bit for bit and
-    loads in 4 s and 0.3 s (benchmarks/model_load.py). It is used when an engine made it already, and made now for a
-    small GGUF; a large one is read as it is, since its folder would take several times its
-    size on disk.
+    loads in 4 s and 0.3 s (benchmarks/model_load.py). It is used when an engine made it
+    already, and made now for a small GGUF; a large one is read as it is, since its folder would
+    take several times its size on disk.
     """
     if not ref.gguf_file:
         return ref.path, {}
