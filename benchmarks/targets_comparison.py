@@ -11,6 +11,14 @@ Every stage resumes from its folder (extract and validate by record, training by
 so a killed run picks up where it stopped. Figures go to benchmarks/results/targets_<task>.json.
 
     python benchmarks/targets_comparison.py --task arith --train-problems 200 --test-problems 200
+
+GSM8K (category math), from a reach map made earlier with the same settings, validated on all
+1,319 test problems with MMLU (log-likelihood) and arith as forgetting checks, the reference
+arm with the settings of benchmarks/results/gsm8k_smollm2.json (1 epoch, the chosen 5e-4):
+
+    python benchmarks/targets_comparison.py --task math --train-problems 1000 --test-problems 0 \
+        --backend vllm --reach RUN/gsm8k-reach --forgetting knowledge,arith --epochs 1 \
+        --learning-rate 5e-4 --workdir RUN/targets-gsm8k
 """
 
 from __future__ import annotations
@@ -35,10 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="arith")
     parser.add_argument("--train-problems", type=int, default=200)
-    parser.add_argument("--test-problems", type=int, default=200)
+    parser.add_argument("--test-problems", type=int, default=200, help="0: all")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--epochs", type=float, default=2.0, help="of the reference arm")
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: train's")
+    parser.add_argument("--forgetting", default="", help="categories validated beside --task")
+    parser.add_argument("--reach", default=None, help="an extract folder to start from")
     parser.add_argument("--backend", default="hf")
     parser.add_argument("--workdir", default="/tmp/failtune-targets")
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -47,6 +58,10 @@ def main() -> None:
     work = Path(args.workdir)
     out = Path(args.out or f"benchmarks/results/targets_{args.task}_smollm2.json")
     common = {"categories": args.task, "backend": args.backend, "show_progress": False}
+    # MMLU as a forgetting check is scored by log-likelihood, as in the GSM8K run before.
+    task_options = {"mmlu": {"mode": "loglikelihood"}, "arith": {"size": 200, "seed": 0}}
+    if args.reach:
+        copy_records(Path(args.reach), work / "extract-reference")
     t0 = time.perf_counter()
     base = extract(
         MODEL,
@@ -55,6 +70,7 @@ def main() -> None:
         limit=args.train_problems,
         samples=args.samples,
         temperature=args.temperature,
+        task_options=task_options,
         **common,
     )
     figures: dict[str, Any] = {
@@ -73,10 +89,8 @@ def main() -> None:
     reference_lines = base.targets["reference"]
     for arm in args.arms.split(","):
         folder = work / f"extract-{arm}"
-        if arm != "reference" and not (folder / "results.jsonl").exists():
-            folder.mkdir(parents=True, exist_ok=True)  # the same records: only targets differ
-            for name in ("results.jsonl", "results.source.json"):
-                shutil.copyfile(work / "extract-reference" / name, folder / name)
+        if arm != "reference":
+            copy_records(work / "extract-reference", folder)  # only the targets differ
         made = extract(
             MODEL,
             folder,
@@ -85,6 +99,7 @@ def main() -> None:
             samples=args.samples,
             temperature=args.temperature,
             targets=arm,
+            task_options=task_options,
             **common,
         )
         lines = sum(made.targets[s] for s in ("reference", "self", "rationalized"))
@@ -100,6 +115,7 @@ def main() -> None:
             work / f"adapter-{arm}",
             num_train_epochs=epochs,
             show_progress=False,
+            **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
         )
         t_val = time.perf_counter()
         vdir = work / f"validate-{arm}"
@@ -109,38 +125,57 @@ def main() -> None:
         result = validate(
             MODEL,
             str(work / f"adapter-{arm}"),
-            categories=args.task,
-            limit=args.test_problems,
+            categories=",".join([args.task, *filter(None, args.forgetting.split(","))]),
+            limit=args.test_problems or None,
+            task_options=task_options,
             output_dir=str(vdir),
             backend=args.backend,
             show_progress=False,
         )
-        table = result.categories[args.task]
         figures["arms"][arm] = {
             "lines": {s: made.targets[s] for s in ("reference", "self", "rationalized")},
             "failures_without_target": made.targets["failures_without_target"],
             "epochs": round(epochs, 3),
             "train_steps": trained.metrics.get("steps"),
             "train_seconds": round(t_val - t_train, 1),
-            "validation": {
-                k: table[k]
-                for k in (
-                    "n",
-                    "base_accuracy",
-                    "candidate_accuracy",
-                    "delta",
-                    "delta_ci95",
-                    "wins",
-                    "ties",
-                    "losses",
-                    "mcnemar_p",
-                )
+            "validation": table(result.categories[args.task]),
+            "forgetting": {
+                name: table(result.categories[name])
+                for name in result.categories
+                if name not in (args.task, "overall")
             },
         }
         save(out, figures)
     figures["wall_seconds"] = round(time.perf_counter() - t0, 1)
     save(out, figures)
     print(json.dumps(figures["arms"], indent=2))
+
+
+TABLE = (
+    "n",
+    "base_accuracy",
+    "candidate_accuracy",
+    "delta",
+    "delta_ci95",
+    "wins",
+    "ties",
+    "losses",
+    "mcnemar_p",
+)
+
+
+def table(category: dict[str, Any]) -> dict[str, Any]:
+    return {k: category[k] for k in TABLE}
+
+
+def copy_records(source: Path, folder: Path) -> None:
+    """Start `folder` from `source`'s graded records (extract then keeps them) unless it has its
+    own."""
+    if (folder / "results.jsonl").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("results.jsonl", "results.source.json"):
+        shutil.copyfile(source / name, folder / name)
 
 
 def save(path: Path, figures: dict[str, Any]) -> None:
