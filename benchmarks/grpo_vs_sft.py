@@ -6,7 +6,8 @@ trains on the near failures, where a group of answers can disagree), its referen
 adapter and its validation (the SFT arm's figures and the base's answers, which are copied, not
 generated again). GRPO's step budget (`--max-steps`) is chosen to take about the SFT arm's wall
 time; both times are in the figures. Resumable: training from its checkpoints, validation by
-record. Figures: benchmarks/results/grpo_vs_sft_arith.json.
+record. Figures: benchmarks/results/grpo_vs_sft_arith.json; the GRPO arm's report (`failtune
+report` of its validate folder, with the reward curve) in validate-grpo/report.
 
     python benchmarks/grpo_vs_sft.py --workdir /tmp/failtune-targets --max-steps 12
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.files import atomic_write_json, read_json, read_jsonl
+from failtune.reporting.report import write_report
 from failtune.training.grpo import METRICS, prompt_dataset_for, train_grpo
 from failtune.validation.paired import validate
 
@@ -69,6 +71,7 @@ def main() -> None:
         backend="hf",
         show_progress=False,
     ).categories[args.task]
+    report = write_report(vdir)[0]  # with the reward curve
     steps = list(read_jsonl(adapter / METRICS))
     sft_table = read_json(work / "validate-reference" / "validation.json")["categories"][args.task]
     sft_manifest = read_json(work / "adapter-reference" / "manifest.json")
@@ -86,6 +89,7 @@ def main() -> None:
             "per_step": steps,
             "mean_zero_std_share": _mean([s["zero_std_share"] for s in steps]),
             "validation": {k: table[k] for k in KEYS},
+            "report": str(report),
         },
         "sft_reference": {
             "train_seconds": sft_manifest.get("cost", {}).get("wall_seconds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from helpers import gsm8k_answers
 
 from failtune.cli import main
 from failtune.pipeline.cost import summarize_cost
+from failtune.validation.forgetting import training_info
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -72,6 +74,30 @@ def test_markdown_report(validated: Path) -> None:
     assert "Let me think \\| step." in md  # a pipe inside a cell does not break the table
     assert "does not record which categories were trained on" in md
     assert "\\$2 per hour" in md and "not priced" in md  # no API price given
+
+
+def test_report_draws_the_validated_adapters_training_curve(
+    validated: Path, tmp_path: Path
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "failtune_train.json").write_text(json.dumps({"method": "grpo"}))
+    history = [
+        {"step": 1, "reward": 0.25, "frac_reward_zero_std": 0.5},
+        {"step": 2, "reward": 0.5, "frac_reward_zero_std": 0.0},
+    ]
+    (adapter / "metrics.json").write_text(json.dumps({"log_history": history}))
+    assert training_info(str(adapter)).adapter == adapter.resolve()  # what validate records
+    manifest = json.loads((validated / "manifest.json").read_text())
+    (validated / "manifest.json").write_text(
+        json.dumps({**manifest, "candidate_adapter": str(adapter)})
+    )
+    assert main(["report", str(validated)]) == 0
+    md = (validated / "report" / "report.md").read_text()
+    assert "## The candidate's training" in md and "trained by GRPO" in md
+    assert "![GRPO mean reward per step, the candidate](reward.png)" in md
+    assert "no gradient): 25% of groups on average over 2 steps" in md
+    assert (validated / "report" / "reward.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_cost_uses_measured_times_and_tokens() -> None:

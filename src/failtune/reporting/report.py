@@ -21,7 +21,7 @@ from failtune.pipeline.plan import STATE, Plan, recorded_plan
 from failtune.reporting import plots
 from failtune.reporting.document import Document, fmt, render_html, render_markdown
 from failtune.reporting.samples import reach_section, sampled_section
-from failtune.reporting.training import rounds_section, sweep_section
+from failtune.reporting.training import candidate_section, rounds_section, sweep_section
 from failtune.validation.forgetting import check_label
 
 _EXAMPLES = 3  # fixed and broken problems shown
@@ -38,6 +38,7 @@ class _Source:
     state: dict[str, Any] | None = None  # run_state.json of a run folder
     config: dict[str, Any] | None = None
     plan: Plan | None = None
+    candidate: Path | None = None  # a validate folder's candidate adapter, when failtune trained it
     gpu_hourly_usd: float | None = None
     api_usd_per_mtok: float | None = None
 
@@ -67,6 +68,8 @@ def build_report(
     _examples(doc, base, cand)
     if source.state is not None and source.plan is not None:
         rounds_section(doc, source.plan, source.state)
+    if source.candidate is not None:
+        candidate_section(doc, source.candidate)
     kind_of = source.plan.kind_of if source.plan is not None else lambda name: name
     cost = summarize_cost(
         source.steps,
@@ -106,10 +109,13 @@ def _read_source(
     if (folder / "validation.json").is_file():
         manifest = _read_json(folder / "manifest.json")
         seconds = manifest.get("cost", {}).get("wall_seconds", 0.0)
+        # Folders validated before the manifest named the adapter give it as the candidate.
+        adapter = manifest.get("candidate_adapter") or manifest.get("args", {}).get("candidate")
         return _Source(
             title=f"failtune report: {folder}",
             vdir=folder,
             steps={"validate": {"status": "done", "seconds": seconds}},
+            candidate=Path(adapter) if adapter and Path(adapter).is_dir() else None,
             gpu_hourly_usd=gpu_hourly_usd,
             api_usd_per_mtok=api_usd_per_mtok,
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from failtune.files import read_json
+from failtune.model_loading import TRAIN_META
 from failtune.pipeline.plan import Plan, adapter_folder
 from failtune.reporting import plots
 from failtune.reporting.document import Document, fmt
@@ -62,18 +63,33 @@ def rounds_section(doc: Document, plan: Plan, state: dict[str, Any]) -> None:
     )
     # The last round of each method draws its curve: SFT's loss, GRPO's reward.
     histories = {
-        plan.adapter_step(r["round"]).method: (r["round"], _history(plan, r["round"]))
+        plan.adapter_step(r["round"]).method: (f"round {r['round']}", _history(plan, r["round"]))
         for r in state["rounds"]
     }
-    last, history = histories.get("sft", (0, []))
+    _curves(doc, histories)
+
+
+def candidate_section(doc: Document, adapter: Path) -> None:
+    """A validated adapter's own training curve, when failtune trained it (its metrics.json)."""
+    record = _read_json(adapter / TRAIN_META)
+    history = _read_json(adapter / "metrics.json").get("log_history", [])
+    if record and history:
+        doc.heading("The candidate's training")
+        doc.para(f"`{adapter}`, trained by {record.get('method', 'sft').upper()}.")
+        _curves(doc, {record.get("method", "sft"): ("the candidate", history)})
+
+
+def _curves(doc: Document, histories: dict[str, tuple[str, list[dict[str, Any]]]]) -> None:
+    """SFT's loss curve and GRPO's reward curve, each from its (label, log history)."""
+    label, history = histories.get("sft", ("", []))
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     if losses:
-        doc.image("loss.png", f"training loss, round {last}", plots.step_curve(losses))
-    last, history = histories.get("grpo", (0, []))
+        doc.image("loss.png", f"training loss, {label}", plots.step_curve(losses))
+    label, history = histories.get("grpo", ("", []))
     rewards = [(h["step"], h["reward"]) for h in history if "reward" in h]
     if rewards:  # GRPO: the reward curve, and how often a group carried no gradient
         curve = plots.step_curve(rewards, "mean reward")
-        doc.image("reward.png", f"GRPO mean reward per step, round {last}", curve)
+        doc.image("reward.png", f"GRPO mean reward per step, {label}", curve)
         flat = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
         if flat:
             doc.para(

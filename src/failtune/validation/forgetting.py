@@ -25,6 +25,7 @@ from failtune.tasks import CATEGORY_ALIASES
 class TrainingInfo:
     categories: list[str] | None = None  # None: unknown (no record, no flag)
     files: list[Path] = field(default_factory=list)
+    adapter: Path | None = None  # the candidate's folder, when failtune trained it
 
     def instructions(self) -> Iterable[str]:
         """What the model was trained on: SFT rows' instruction, a prompt dataset's (GRPO)
@@ -49,6 +50,7 @@ def training_info(
     meta = Path(candidate) / TRAIN_META if isinstance(candidate, str | Path) else None
     if meta is not None and meta.is_file():
         record = read_json(meta)
+        info.adapter = meta.parent.resolve()
         info.categories = record.get("categories")
         names = [*record.get("files", {}), *filter(None, [record.get("replay_file")])]
         info.files = [Path(f) for f in names if Path(f).is_file()]

@@ -178,6 +178,8 @@ def validate(
     }
     problems = [p for side_problems, _ in inputs.values() for p in side_problems]
     extra = {"holdout": holdouts(problems, o.holdout_fraction), "started": started}
+    if trained.adapter is not None:  # the report draws its training curve
+        extra["candidate_adapter"] = str(trained.adapter)
     _write_manifest(out, args, extra, sandbox, time.perf_counter() - t0, seconds)
     return ValidationResult(out, tables, gate_results, unpaired, overlap, judged)
 
