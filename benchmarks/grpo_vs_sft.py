@@ -10,6 +10,12 @@ record. Figures: benchmarks/results/grpo_vs_sft_arith.json; the GRPO arm's repor
 report` of its validate folder, with the reward curve) in validate-grpo/report.
 
     python benchmarks/grpo_vs_sft.py --workdir /tmp/failtune-targets --max-steps 12
+
+GSM8K, after targets_comparison.py's GSM8K run in RUN/targets-gsm8k (its reach map, its
+reference arm), validated on all 1,319 test problems:
+
+    python benchmarks/grpo_vs_sft.py --workdir RUN/targets-gsm8k --task math --test-problems 0 \
+        --cap 256 --max-steps 60 --backend vllm --out benchmarks/results/grpo_vs_sft_gsm8k.json
 """
 
 from __future__ import annotations
@@ -35,12 +41,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default="/tmp/failtune-targets")
     parser.add_argument("--task", default="arith")
-    parser.add_argument("--test-problems", type=int, default=200)
+    parser.add_argument("--test-problems", type=int, default=200, help="0: all")
     parser.add_argument("--max-steps", type=int, default=12)
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2, help="prompts per step")
     parser.add_argument("--cap", type=int, default=128, help="max completion length")
     parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--backend", default="hf", help="validation's backend")
     parser.add_argument("--out", default="benchmarks/results/grpo_vs_sft_arith.json")
     args = parser.parse_args()
     work = Path(args.workdir)
@@ -66,9 +73,9 @@ def main() -> None:
         MODEL,
         str(adapter),
         categories=args.task,
-        limit=args.test_problems,
+        limit=args.test_problems or None,
         output_dir=str(vdir),
-        backend="hf",
+        backend=args.backend,
         show_progress=False,
     ).categories[args.task]
     report = write_report(vdir)[0]  # with the reward curve
