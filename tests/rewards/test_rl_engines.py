@@ -2,10 +2,10 @@
 cases, against extract's verdicts.
 
 The engines are never installed into the project's environment (verl pins transformers<5.11,
-OpenRLHF needs flash-attn, which does not build without CUDA): point FAILTUNE_RL_PYTHON at
-a Python that has them (e.g. `python3 -m venv /work/venv-rl`, then torch, verl and
-`pip install --no-deps openrlhf` there) and engine_paths.py runs in it with this failtune on its
-path. Without it the test is skipped.
+OpenRLHF needs flash-attn, which does not build without CUDA): `bash scripts/setup_rl_engines.sh
+DIR` makes a Python with both (verl 0.9.1, OpenRLHF 0.11.2 without its dependencies), and
+FAILTUNE_RL_PYTHON=DIR/bin/python runs engine_paths.py in it with this failtune on its path.
+Without it the test is skipped.
 """
 
 from __future__ import annotations
