@@ -131,6 +131,10 @@ def test_train_then_validate_adapter_via_cli(tmp_path: Path) -> None:
     assert table["wins"] == sum(by_id[r["id"]] and not r["correct"] for r in base)
     assert table["losses"] == sum(r["correct"] and not by_id[r["id"]] for r in base)
     assert table["base_accuracy"] == pytest.approx(sum(r["correct"] for r in base) / 12)
+    manifest = json.loads((val / "manifest.json").read_text())
+    assert manifest["candidate_adapter"] == str((tmp_path / "adapter").resolve())
+    assert main(["report", str(val)]) == 0  # it draws the adapter's own loss curve
+    assert "![training loss, the candidate](loss.png)" in (val / "report/report.md").read_text()
 
 
 def test_extract_code_mbpp_slice(smollm2_backend, tmp_path: Path) -> None:
