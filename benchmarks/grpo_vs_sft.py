@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from targets_comparison import table
+
 from failtune.files import atomic_write_json, read_json, read_jsonl
 from failtune.reporting.report import write_report
 from failtune.training.grpo import METRICS, prompt_dataset_for, train_grpo
 from failtune.validation.paired import validate
 
 MODEL = "builtin:smollm2"
-KEYS = ("n", "base_accuracy", "candidate_accuracy", "delta", "delta_ci95", "wins", "ties")
-KEYS += ("losses", "mcnemar_p")
 
 
 def main() -> None:
@@ -69,7 +69,7 @@ def main() -> None:
     vdir = work / "validate-grpo"
     if not (vdir / "base").exists() and (work / "validate-reference" / "base").exists():
         shutil.copytree(work / "validate-reference" / "base", vdir / "base")
-    table = validate(
+    grpo_table = validate(
         MODEL,
         str(adapter),
         categories=args.task,
@@ -95,12 +95,12 @@ def main() -> None:
             "train_seconds": round(train_seconds, 1),
             "per_step": steps,
             "mean_zero_std_share": _mean([s["zero_std_share"] for s in steps]),
-            "validation": {k: table[k] for k in KEYS},
+            "validation": table(grpo_table),
             "report": str(report),
         },
         "sft_reference": {
             "train_seconds": sft_manifest.get("cost", {}).get("wall_seconds"),
-            "validation": {k: sft_table[k] for k in KEYS},
+            "validation": table(sft_table),
         },
     }
     atomic_write_json(Path(args.out), figures)

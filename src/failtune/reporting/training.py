@@ -74,9 +74,10 @@ def candidate_section(doc: Document, adapter: Path) -> None:
     record = _read_json(adapter / TRAIN_META)
     history = _read_json(adapter / "metrics.json").get("log_history", [])
     if record and history:
+        method = record.get("method", "sft")
         doc.heading("The candidate's training")
-        doc.para(f"`{adapter}`, trained by {record.get('method', 'sft').upper()}.")
-        _curves(doc, {record.get("method", "sft"): ("the candidate", history)})
+        doc.para(f"`{adapter}`, trained by {method.upper()}.")
+        _curves(doc, {method: ("the candidate", history)})
 
 
 def _curves(doc: Document, histories: dict[str, tuple[str, list[dict[str, Any]]]]) -> None:
