@@ -5,7 +5,8 @@ then makes its targets from those same records (`self`: the model's distinct cor
 `auto`: those, else a rationale written with the correct answer as a hint, else the reference
 solution), trains a LoRA adapter on them with the same hyperparameters and the same number of
 examples seen (epochs scaled to the arm's line count), and is validated against the base on the
-same held-out problems (paired McNemar table and bootstrap CI).
+same held-out problems (paired McNemar table and bootstrap CI). The forgetting categories are
+validated after every arm's task, with transformers (vLLM cannot score MMLU's log-likelihood).
 
 Every stage resumes from its folder (extract and validate by record, training by checkpoint),
 so a killed run picks up where it stopped. Figures go to benchmarks/results/targets_<task>.json.
@@ -108,42 +109,38 @@ def main() -> None:
             save(out, figures)
             continue
         epochs = args.epochs * reference_lines / lines
-        t_train = time.perf_counter()
-        trained = train(
-            MODEL,
-            folder / f"{args.task}_training_ready.jsonl",
-            work / f"adapter-{arm}",
-            num_train_epochs=epochs,
-            show_progress=False,
-            **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
-        )
-        t_val = time.perf_counter()
-        vdir = work / f"validate-{arm}"
-        shared_base = work / "validate-reference" / "base"
-        if arm != "reference" and shared_base.exists() and not (vdir / "base").exists():
-            shutil.copytree(shared_base, vdir / "base")  # the base's answers do not change
-        result = validate(
-            MODEL,
-            str(work / f"adapter-{arm}"),
-            categories=",".join([args.task, *filter(None, args.forgetting.split(","))]),
-            limit=args.test_problems or None,
-            task_options=task_options,
-            output_dir=str(vdir),
-            backend=args.backend,
-            show_progress=False,
-        )
+        adapter = work / f"adapter-{arm}"
+        if not (adapter / "manifest.json").exists():  # a finished adapter is not trained again
+            train(
+                MODEL,
+                folder / f"{args.task}_training_ready.jsonl",
+                adapter,
+                num_train_epochs=epochs,
+                show_progress=False,
+                **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+            )
+        result = _validate(work, arm, args.task, args.backend, args.test_problems, task_options)
         figures["arms"][arm] = {
             "lines": {s: made.targets[s] for s in ("reference", "self", "rationalized")},
             "failures_without_target": made.targets["failures_without_target"],
             "epochs": round(epochs, 3),
-            "train_steps": trained.metrics.get("steps"),
-            "train_seconds": round(t_val - t_train, 1),
+            "train_steps": read_json(adapter / "metrics.json").get("steps"),
+            # the adapter's own manifest: the time of its last (resumed) training run
+            "train_seconds": read_json(adapter / "manifest.json")["cost"]["wall_seconds"],
             "validation": table(result.categories[args.task]),
-            "forgetting": {
-                name: table(result.categories[name])
-                for name in result.categories
-                if name not in (args.task, "overall")
-            },
+        }
+        save(out, figures)
+    # Forgetting after every arm's task figures, so these come first; MMLU's log-likelihood
+    # needs the transformers backend (vLLM cannot score it).
+    forgetting = ",".join(filter(None, args.forgetting.split(",")))
+    for arm in figures["arms"] if forgetting else ():
+        if "validation" not in figures["arms"][arm]:
+            continue
+        result = _validate(
+            work, arm, forgetting, "hf", args.test_problems, task_options, "-forgetting"
+        )
+        figures["arms"][arm]["forgetting"] = {
+            name: table(result.categories[name]) for name in result.categories if name != "overall"
         }
         save(out, figures)
     figures["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -166,6 +163,33 @@ TABLE = (
 
 def table(category: dict[str, Any]) -> dict[str, Any]:
     return {k: category[k] for k in TABLE}
+
+
+def _validate(
+    work: Path,
+    arm: str,
+    categories: str,
+    backend: str,
+    test_problems: int,
+    task_options: dict[str, Any],
+    suffix: str = "",
+) -> Any:
+    """Validate an arm's adapter against the base, reusing the base's answers of the reference
+    arm's folder (they do not change between arms)."""
+    vdir = work / f"validate-{arm}{suffix}"
+    shared_base = work / f"validate-reference{suffix}" / "base"
+    if arm != "reference" and shared_base.exists() and not (vdir / "base").exists():
+        shutil.copytree(shared_base, vdir / "base")
+    return validate(
+        MODEL,
+        str(work / f"adapter-{arm}"),
+        categories=categories,
+        limit=test_problems or None,
+        task_options=task_options,
+        output_dir=str(vdir),
+        backend=backend,
+        show_progress=False,
+    )
 
 
 def copy_records(source: Path, folder: Path) -> None:
