@@ -92,3 +92,33 @@ def test_multi_token_continuations_match_direct_logits_and_only_needed_logits_ar
         len(tok(cx + c).input_ids) - len(tok(cx).input_ids) for cx, cs in requests for c in cs
     )
     assert shapes and all(s[1] <= most_targets for s in shapes), shapes
+
+
+@pytest.mark.parametrize("backend", ["vllm", "openai"])
+def test_extract_and_validate_refuse_scoring_on_such_backends_before_any_model_loads(
+    tmp_path, backend
+) -> None:
+    """Not after the generation of every other category: the paths name no model at all, so a
+    load would fail with another error."""
+    from failtune.evaluation.extraction import extract
+    from failtune.validation.paired import validate
+
+    mmlu = {"mmlu": {"mode": "loglikelihood"}}
+    refused = f"the {backend} backend cannot score log-likelihoods"
+    with pytest.raises(FailtuneError, match=refused):
+        validate(
+            "/no/such/model",
+            "/no/such/adapter",
+            categories="math,knowledge",
+            backend=backend,
+            task_options=mmlu,
+            output_dir=str(tmp_path / "validate"),
+        )
+    with pytest.raises(FailtuneError, match=refused):
+        extract(
+            "/no/such/model",
+            tmp_path / "extract",
+            categories="knowledge",
+            backend=backend,
+            task_options=mmlu,
+        )

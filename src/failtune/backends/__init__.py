@@ -134,6 +134,13 @@ def cannot_score(backend: str) -> FailtuneError:
     )
 
 
+def check_scoring(backend: str, scores_loglikelihood: bool) -> None:
+    """Refuse, before any model loads, scoring that the chosen backend would only refuse after
+    the generation of every other category (vLLM and servers give no log-likelihoods)."""
+    if scores_loglikelihood and backend in ("vllm", "openai"):
+        raise cannot_score(backend)
+
+
 def apply_stop_rules(text: str, params: GenParams) -> str:
     """Cut decoded text before a stop string and after a `stop_after` match, then strip it."""
     for s in params.stop:

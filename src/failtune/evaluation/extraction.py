@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failtune.backends import Backend, load_backend
+from failtune.backends import Backend, check_scoring, load_backend
 from failtune.config.options import ExtractOptions, build, record, with_custom
 from failtune.console import warn
 from failtune.errors import FailtuneError
@@ -36,7 +36,15 @@ from failtune.evaluation.training_data import (
 )
 from failtune.files import output_folder
 from failtune.manifest import data_hashes, now, write_manifest
-from failtune.tasks import Problem, Task, TaskOptions, parse_categories, sandbox_of, tasks_for
+from failtune.tasks import (
+    Problem,
+    Task,
+    TaskOptions,
+    parse_categories,
+    sandbox_of,
+    scores_loglikelihood,
+    tasks_for,
+)
 
 
 @dataclass
@@ -126,6 +134,7 @@ def extract(
         raise FailtuneError("no problems to grade")
     sandbox = sandbox_of(t for t, _ in problems)  # refuses unsandboxed code before a model loads
     if o.completions is None and model is None:
+        check_scoring(o.backend, scores_loglikelihood([categories], task_options))
         model = _open_model(model_path, o, {**o.server(), **(server or {})})
     args = {"model_path": model_path, "output_dir": out, **record(o)}
     args |= {"categories": categories, "task_options": task_options}

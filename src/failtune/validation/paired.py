@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from failtune.backends import Backend, load_backend
+from failtune.backends import Backend, check_scoring, load_backend
 from failtune.config.options import ValidateOptions, build, record, with_custom
 from failtune.errors import FailtuneError
 from failtune.evaluation.records import (
@@ -24,7 +24,15 @@ from failtune.evaluation.records import (
 )
 from failtune.files import atomic_write_json, output_folder
 from failtune.manifest import now, write_manifest
-from failtune.tasks import CATEGORY_ALIASES, TASKS, Problem, Task, TaskOptions, sandbox_of
+from failtune.tasks import (
+    CATEGORY_ALIASES,
+    TASKS,
+    Problem,
+    Task,
+    TaskOptions,
+    sandbox_of,
+    scores_loglikelihood,
+)
 from failtune.validation.forgetting import TrainingInfo, mark_forgetting, training_info
 from failtune.validation.overlap import overlap_report
 from failtune.validation.stats import paired_rates, paired_tables, pass_at_k_table
@@ -132,6 +140,8 @@ def validate(
     categories = with_custom(o.categories, o.task_file, "math")
     task_options = o.task_options(task_options)
     base_completions = _check_request(base, o)
+    if any(isinstance(m, str) for m in (base, candidate)):
+        check_scoring(o.backend, scores_loglikelihood([categories], task_options))
     parsed_gates = [parse_gate(g) for g in o.gates]  # fail on a typo before any model loads
     started, t0 = now(), time.perf_counter()
     out = output_folder(o.output_dir)
