@@ -28,11 +28,12 @@ import argparse
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from failtune.evaluation.extraction import extract
-from failtune.files import atomic_write_json, read_json
+from failtune.files import atomic_write_json, read_json, read_jsonl
 from failtune.training.sft import train
 from failtune.validation.paired import validate
 
@@ -128,6 +129,7 @@ def main() -> None:
             # the adapter's own manifest: the time of its last (resumed) training run
             "train_seconds": read_json(adapter / "manifest.json")["cost"]["wall_seconds"],
             "validation": table(result.categories[args.task]),
+            "answers": answer_reasons(work / f"validate-{arm}"),
         }
         save(out, figures)
     # Forgetting after every arm's task figures, so these come first; MMLU's log-likelihood
@@ -190,6 +192,15 @@ def _validate(
         backend=backend,
         show_progress=False,
     )
+
+
+def answer_reasons(vdir: Path) -> dict[str, dict[str, int]]:
+    """How each side's answers ended (correct, wrong_answer, truncated, ...): SFT on a weak
+    model shows up as answers looping to the length cap before it shows in accuracy."""
+    return {
+        side: dict(Counter(r["reason"] for r in read_jsonl(vdir / side / "results.jsonl")))
+        for side in ("base", "candidate")
+    }
 
 
 def copy_records(source: Path, folder: Path) -> None:
