@@ -15,7 +15,8 @@ GSM8K, after targets_comparison.py's GSM8K run in RUN/targets-gsm8k (its reach m
 reference arm), validated on all 1,319 test problems:
 
     python benchmarks/grpo_vs_sft.py --workdir RUN/targets-gsm8k --task math --test-problems 0 \
-        --cap 256 --max-steps 60 --backend vllm --out benchmarks/results/grpo_vs_sft_gsm8k.json
+        --cap 256 --max-steps 48 --temperature 0.8 --backend vllm \
+        --out benchmarks/results/grpo_vs_sft_gsm8k.json
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="prompts per step")
     parser.add_argument("--cap", type=int, default=128, help="max completion length")
     parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="of the answers (the reach map's: 0.8)"
+    )
     parser.add_argument("--backend", default="hf", help="validation's backend")
     parser.add_argument("--out", default="benchmarks/results/grpo_vs_sft_arith.json")
     args = parser.parse_args()
     work = Path(args.workdir)
     adapter = work / "adapter-grpo"
     prompts = prompt_dataset_for(work / "extract-reference", adapter)
-    t0 = time.perf_counter()
     result = train_grpo(
         MODEL,
         prompts,
@@ -63,9 +65,9 @@ def main() -> None:
         batch_size=args.batch_size,
         max_completion_length=args.cap,
         learning_rate=args.learning_rate,
+        temperature=args.temperature,
         show_progress=False,
     )
-    train_seconds = time.perf_counter() - t0
     vdir = work / "validate-grpo"
     if not (vdir / "base").exists() and (work / "validate-reference" / "base").exists():
         shutil.copytree(work / "validate-reference" / "base", vdir / "base")
@@ -92,7 +94,9 @@ def main() -> None:
             "batch_size": args.batch_size,
             "max_completion_length": args.cap,
             "learning_rate": args.learning_rate,
-            "train_seconds": round(train_seconds, 1),
+            "temperature": args.temperature,
+            # the steps' own wall time, so a resumed run counts every kept step once
+            "train_seconds": round(sum(s["step_seconds"] for s in steps), 1),
             "per_step": steps,
             "mean_zero_std_share": _mean([s["zero_std_share"] for s in steps]),
             "validation": table(grpo_table),
