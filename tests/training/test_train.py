@@ -58,6 +58,14 @@ def test_train_saves_adapter_metrics_and_merged_model(tiny_model_dir: Path, tmp_
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
 
+    # trained on into the same folder (resumed, one more epoch): the old merged model is gone,
+    # so vLLM validation merges the new adapter instead of serving the old one
+    again = train(
+        str(tiny_model_dir), data, out, num_train_epochs=2, batch_size=4, show_progress=False
+    )
+    assert again.metrics["steps"] == 6
+    assert not (out / "merged").exists()
+
 
 def test_training_changes_the_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     arith_training_file(tmp_path / "arith_training_ready.jsonl", n=8)

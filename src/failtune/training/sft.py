@@ -406,13 +406,15 @@ def _save_adapter_atomically(trainer: Any, tokenizer: Any, out: Path) -> None:
     """Save into a scratch folder, then move files in with adapter_config.json last.
 
     adapter_config.json is what makes a folder load as an adapter, so a kill during the save
-    never leaves a half adapter that looks finished.
+    never leaves a half adapter that looks finished. The previous adapter's merged folder goes
+    first: served (model_loading.merged_folder reuses it) it would stand in for the new adapter.
     """
     scratch = out / ".saving"
     main = trainer.is_world_process_zero()
     if main:
         shutil.rmtree(scratch, ignore_errors=True)
         (out / "adapter_config.json").unlink(missing_ok=True)
+        shutil.rmtree(out / "merged", ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     with writing_into(out):
         trainer.save_model(str(scratch))  # writes on the main process only
