@@ -3,8 +3,9 @@
 
 Each answer's noise comes from its own (seed, problem id, sample) stream, so only floating-point
 differences between batch shapes could change a sampled token. This counts the answers that
-differ from the first batch size's and, for each, where (in tokens) they part. GSM8K test
-prompts, the task's stop rule, SmolLM2-135M-Instruct, fp32, CPU; saved as JSON.
+differ from the first batch size's and, for each, where (in tokens) they part, by default and
+with `batch_invariant` (each problem's samples decoded as a batch of their own: 0 expected).
+GSM8K test prompts, the task's stop rule, SmolLM2-135M-Instruct, fp32, CPU; saved as JSON.
 
     python benchmarks/sampling_reproducibility.py --problems 32 --samples 4 --batch-sizes 8,32
 """
@@ -12,11 +13,12 @@ prompts, the task's stop rule, SmolLM2-135M-Instruct, fp32, CPU; saved as JSON.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from sampling_throughput import gsm8k_sampling, sampling_flags, save_report
 
-from failtune.backends import sample_all
+from failtune.backends import GenParams, sample_all
 from failtune.backends.hf import HFBackend
 
 
@@ -28,26 +30,18 @@ def parting(tokenizer: Any, a: str, b: str) -> int:
     )
 
 
-def main() -> None:
-    parser = sampling_flags(
-        __doc__.splitlines()[0],
-        "sampling_reproducibility",
-        problems=32,
-        samples=4,
-        max_new_tokens=128,
-    )
-    parser.add_argument("--batch-sizes", default="8,32", help="comma-separated")
-    args = parser.parse_args()
-    problems, _, params = gsm8k_sampling(args)
-    backend = HFBackend.load("builtin:smollm2", batch_size=1, device="cpu")
+def compare(
+    backend: HFBackend, problems: list[Any], params: GenParams, sizes: list[int]
+) -> dict[str, Any]:
+    """The same samples at each batch size; the answers differing from the first size's."""
     runs: dict[int, list[list[Any]]] = {}
-    for size in [int(s) for s in args.batch_sizes.split(",")]:
+    for size in sizes:
         backend.batch_size = size
         t0 = time.perf_counter()
         runs[size] = sample_all(
             backend, [p.prompt for p in problems], params, [p.id for p in problems]
         )
-        print(f"batch {size}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"{_mode(params)}, batch {size}: {time.perf_counter() - t0:.0f} s", flush=True)
     first, *others = runs
     comparisons = {}
     for size in others:
@@ -71,8 +65,33 @@ def main() -> None:
             "differing": differ,
         }
         print(
-            f"batch {first} vs {size}: {len(differ)} of {answers} answers differ ({tokens} tokens)"
+            f"{_mode(params)}, batch {first} vs {size}: {len(differ)} of {answers} answers "
+            f"differ ({tokens} tokens)"
         )
+    return comparisons
+
+
+def _mode(params: GenParams) -> str:
+    return "batch-invariant" if params.batch_invariant else "default"
+
+
+def main() -> None:
+    parser = sampling_flags(
+        __doc__.splitlines()[0],
+        "sampling_reproducibility",
+        problems=32,
+        samples=4,
+        max_new_tokens=128,
+    )
+    parser.add_argument("--batch-sizes", default="8,32", help="comma-separated")
+    args = parser.parse_args()
+    problems, _, sampled = gsm8k_sampling(args)
+    backend = HFBackend.load("builtin:smollm2", batch_size=1, device="cpu")
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    modes = {"default": sampled, "batch_invariant": replace(sampled, batch_invariant=True)}
+    comparisons = {
+        mode: compare(backend, problems, params, sizes) for mode, params in modes.items()
+    }
     save_report("sampling_reproducibility", args, {"comparisons": comparisons})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,19 @@ def test_temperature_scales_diversity(tiny_model_dir: Path) -> None:
     cold = sample_all(backend, prompts, GenParams(max_new_tokens=8, temperature=1e-6, samples=4))
     assert cold[0] == [greedy] * 4
     assert len({g.text for g in sample_all(backend, prompts, SAMPLED)[0]}) == 3
+
+
+def test_batch_invariant_runs_on_transformers_whatever_the_batch_size(tiny_model_dir: Path) -> None:
+    """auto opens transformers for it (vLLM cannot promise it), and vLLM refuses it."""
+    from failtune.backends import LazyBackend, refuse_batch_invariant
+
+    params = dataclasses.replace(SAMPLED, batch_invariant=True)
+    lazy = LazyBackend(str(tiny_model_dir), kind="auto", device="cpu", batch_size=8)
+    prompts = [f"p{k} " + "q " * k for k in range(4)]
+    wide = sample_all(lazy, prompts, params)
+    assert lazy.info.backend == "hf"
+    narrow = HFBackend.load(str(tiny_model_dir), batch_size=1, device="cpu")
+    assert sample_all(narrow, prompts, params) == wide
+    assert len({g.text for row in wide for g in row}) > 6  # sampled: answers differ
+    with pytest.raises(FailtuneError, match="transformers backend's"):
+        refuse_batch_invariant(params, "vllm")

@@ -96,13 +96,16 @@ class HFBackend:
 
         A chunk with some answers in `skip` runs whole (they are not yielded again): a row's
         logits depend, in their last bits, on the rows it shared steps with, so a resumed run
-        repeats the uninterrupted run's schedule to give the same answers bit for bit.
+        repeats the uninterrupted run's schedule to give the same answers bit for bit. With
+        `params.batch_invariant` a chunk is one prompt's samples, decoded as a batch of their
+        own: what they share steps with no longer depends on the batch size.
         """
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         rows = [(i, s) for i in _longest_first(ids) for s in range(params.samples)]
         seeds = prompt_keys(prompts, keys)
         check = _StopCheck(self.tokenizer, params, self.eos_ids)
-        chunk = self.batch_size * _CHUNK_BATCHES
+        slots = params.samples if params.batch_invariant else self.batch_size
+        chunk = slots if params.batch_invariant else slots * _CHUNK_BATCHES
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             if all(row in skip for row in part):
@@ -110,7 +113,7 @@ class HFBackend:
             for done in decode(
                 self.model,
                 [ids[i] for i, _ in part],
-                slots=self.batch_size,
+                slots=slots,
                 finished=check,
                 pad_id=self.tokenizer.pad_token_id,
                 pick=_picker(params, [(seeds[i], s) for i, s in part]),

@@ -251,7 +251,14 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
     sample_seed: int = option(
         0,
         "seed of the samples: an answer's randomness comes from it, the problem id and the "
-        "sample index, so batch size, order and resuming do not change it",
+        "sample index, so order and resuming do not change it",
+    )
+    batch_invariant: bool = option(
+        False,
+        "transformers: decode each problem's --samples answers as a batch of their own, so "
+        "they are the same bit for bit whatever --batch-size (slower: K answers per step "
+        "instead of --batch-size); without it, float rounding that differs between batch "
+        "shapes changes a sampled token now and then",
     )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
@@ -294,6 +301,7 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
             "top_p": self.top_p,
             "top_k": self.top_k,
             "seed": self.sample_seed,
+            "batch_invariant": self.batch_invariant,
         }
 
     def combination_problems(self) -> list[str]:
@@ -303,6 +311,10 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
                 f"--samples {self.samples} needs --temperature above 0: greedy decoding gives "
                 "the same answer every time"
             ]
+        if self.batch_invariant and self.samples is None:
+            return ["--batch-invariant applies to sampled answers: give --samples K"]
+        if self.batch_invariant and self.backend in ("openai", "vllm"):
+            return [f"--batch-invariant needs --backend hf: {self.backend} batches as it likes"]
         return []
 
 

@@ -364,8 +364,9 @@ def _check_same_sampling(output_dir: Path, sampling: Mapping[str, Any]) -> None:
     samples than before only add to them (sample s is the same whatever K is)."""
     meta = output_dir / RESULTS_SOURCE
     previous = read_json(meta).get("sampling") if meta.exists() else None
+    before = {"batch_invariant": False} | (previous or {})  # folders older than the option
     changed = ", ".join(
-        k for k in sampling if k != "samples" and previous and previous.get(k) != sampling[k]
+        k for k in sampling if k != "samples" and previous and before.get(k) != sampling[k]
     )
     if changed:
         raise FailtuneError(
