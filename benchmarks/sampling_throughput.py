@@ -1,6 +1,6 @@
 """Sampling throughput: K answers per problem against greedy decoding, same prompts, one run.
 
-transformers (failtune's rolling batch, all three at the same `--batch-size`):
+transformers (failtune's rolling batch, at the same `--batch-size` but where noted):
 
 - `greedy`: one greedy answer per problem, the baseline;
 - `greedy_x_k`: K greedy passes over the problems (K answers per problem the old way; all the

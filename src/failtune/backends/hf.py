@@ -104,8 +104,10 @@ class HFBackend:
         rows = [(i, s) for i in _longest_first(ids) for s in range(params.samples)]
         seeds = prompt_keys(prompts, keys)
         check = _StopCheck(self.tokenizer, params, self.eos_ids)
-        slots = params.samples if params.batch_invariant else self.batch_size
-        chunk = slots if params.batch_invariant else slots * _CHUNK_BATCHES
+        if params.batch_invariant:
+            slots = chunk = params.samples
+        else:
+            slots, chunk = self.batch_size, self.batch_size * _CHUNK_BATCHES
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             if all(row in skip for row in part):

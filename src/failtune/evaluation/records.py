@@ -14,7 +14,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -364,7 +364,8 @@ def _check_same_sampling(output_dir: Path, sampling: Mapping[str, Any]) -> None:
     samples than before only add to them (sample s is the same whatever K is)."""
     meta = output_dir / RESULTS_SOURCE
     previous = read_json(meta).get("sampling") if meta.exists() else None
-    before = {"batch_invariant": False} | (previous or {})  # folders older than the option
+    # a setting a folder's file lacks (it predates the option) was that option's default
+    before = {f.name: f.default for f in fields(GenParams)} | (previous or {})
     changed = ", ".join(
         k for k in sampling if k != "samples" and previous and before.get(k) != sampling[k]
     )
