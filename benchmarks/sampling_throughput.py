@@ -2,12 +2,12 @@
 
 transformers (failtune's rolling batch, at the same `--batch-size` but where noted):
 
-- `greedy`: one greedy answer per problem, the baseline;
+- `greedy`: one greedy answer per problem, the baseline (the left-padded layout greedy decoding
+  has always used);
 - `greedy_x_k`: K greedy passes over the problems (K answers per problem the old way; all the
   same, which is why sampling is wanted);
-- `sampled`: K seeded samples per problem in one pass (the K rows of a problem share its prefill);
-- `sampled_batch_invariant`: the same with `batch_invariant` (each problem's K rows decode as a
-  batch of their own, whatever `--batch-size`): the price of bit-identical samples.
+- `sampled`: K seeded samples per problem in one pass, in the aligned layout that makes them
+  independent of the batch size (the K rows of a problem share its prefill).
 
 vLLM (each skipped with a note when vLLM is not installed), on one engine:
 
@@ -87,11 +87,6 @@ def run_hf(
         hit_length_cap=sum(g.finish_reason == "length" for *_, g in answers),
     )
     print(f"hf sampled: {out['sampled']}", flush=True)
-    seconds, answers = timed_samples(backend, prompts, replace(sampled, batch_invariant=True))
-    out["sampled_batch_invariant"] = figures(
-        seconds, len(answers), sum(g.completion_tokens for *_, g in answers)
-    )
-    print(f"hf sampled, batch-invariant: {out['sampled_batch_invariant']}", flush=True)
     total, tokens, count = 0.0, 0, 0
     for _ in range(sampled.samples):
         seconds, answers = timed_samples(backend, prompts, greedy)
@@ -100,7 +95,7 @@ def run_hf(
         count += len(answers)
     out["greedy_x_k"] = figures(total, count, tokens, passes=sampled.samples)
     print(f"hf greedy x {sampled.samples}: {out['greedy_x_k']}", flush=True)
-    for name in ("sampled", "sampled_batch_invariant", "greedy_x_k"):
+    for name in ("sampled", "greedy_x_k"):
         out[name]["tokens_per_s_vs_greedy"] = round(
             out[name]["tokens_per_s"] / out["greedy"]["tokens_per_s"], 3
         )
@@ -247,11 +242,6 @@ def _summary(results: dict[str, Any], k: int) -> list[str]:
             f"{ratio:.2f}x greedy tokens/s (acceptance >= 0.9: {'yes' if ratio >= 0.9 else 'no'})"
             f"; it takes {hf['sampled']['seconds_vs_greedy_x_k']:.2f}x the time of {k} greedy "
             "passes"
-        )
-        ratio = hf["sampled_batch_invariant"]["tokens_per_s_vs_greedy"]
-        lines.append(
-            f"transformers, --batch-invariant (each problem's {k} samples a batch of their "
-            f"own): {ratio:.2f}x greedy tokens/s at batch {hf['batch_size']}"
         )
     if "vllm" in results:
         ratio = results["vllm"]["engine_tokens_per_s_vs_raw"]

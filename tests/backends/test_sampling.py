@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -231,17 +230,71 @@ def test_temperature_scales_diversity(tiny_model_dir: Path) -> None:
     assert len({g.text for g in sample_all(backend, prompts, SAMPLED)[0]}) == 3
 
 
-def test_batch_invariant_runs_on_transformers_whatever_the_batch_size(tiny_model_dir: Path) -> None:
-    """auto opens transformers for it (vLLM cannot promise it), and vLLM refuses it."""
-    from failtune.backends import LazyBackend, refuse_batch_invariant
+def test_aligned_rows_prefill_alone_and_decode_in_steady_counts(tiny_model_dir: Path) -> None:
+    """Sampled rows: each distinct prompt is prefilled once, on its own; every decoding step
+    has a row count the probe found steady (ghost rows make it up as rows finish); and each
+    row's tokens are those it gets decoding alone."""
+    from failtune.backends import rolling
+    from failtune.backends.hf import prompt_ids
 
-    params = dataclasses.replace(SAMPLED, batch_invariant=True)
-    lazy = LazyBackend(str(tiny_model_dir), kind="auto", device="cpu", batch_size=8)
-    prompts = [f"p{k} " + "q " * k for k in range(4)]
-    wide = sample_all(lazy, prompts, params)
-    assert lazy.info.backend == "hf"
-    narrow = HFBackend.load(str(tiny_model_dir), batch_size=1, device="cpu")
-    assert sample_all(narrow, prompts, params) == wide
-    assert len({g.text for row in wide for g in row}) > 6  # sampled: answers differ
-    with pytest.raises(FailtuneError, match="transformers backend's"):
-        refuse_batch_invariant(params, "vllm")
+    backend = HFBackend.load(str(tiny_model_dir), batch_size=8, device="cpu")
+    tok = backend.tokenizer
+    prompts = [prompt_ids(tok, f"prompt {k} " + "z " * k) for k in range(3)]
+    rows = [p for p in prompts for _ in range(3)]
+    shared = [k for k in range(3) for _ in range(3)]
+    params = GenParams(max_new_tokens=12, temperature=1.0, samples=3)
+    seeds = [sample_seed(0, str(k), s) for k in range(3) for s in range(3)]
+
+    def finished(tokens: list[int]) -> tuple[int, str] | None:
+        """Rows end after 3 to 11 tokens (set by their first token), so the batch shrinks."""
+        return (len(tokens), "length") if len(tokens) >= 3 + tokens[0] % 9 else None
+
+    steady = backend._steady()
+    shapes: list[tuple[int, int]] = []
+
+    def count(module, args, kwargs) -> None:
+        shapes.append(tuple(kwargs["input_ids"].shape))
+
+    def run(slots: int) -> dict[int, list[int]]:
+        got = {}
+        for done in rolling.decode(
+            backend.model,
+            rows,
+            slots=slots,
+            finished=finished,
+            pad_id=tok.pad_token_id,
+            pick=SeededSampler(params, seeds),
+            shared=shared,
+            steady=steady,
+        ):
+            got.update((r, tokens) for r, tokens, _ in done)
+        return got
+
+    hook = backend.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        together = run(8)
+    finally:
+        hook.remove()
+    prefills = [rows_ for rows_, width in shapes if width > 1]
+    steps = [rows_ for rows_, width in shapes if width == 1]
+    # 8 rows (3 prompts) join first, each prompt run alone; the 9th row's prompt runs again
+    assert prefills == [1, 1, 1, 1]
+    assert len(set(steps)) > 1 and all(steady(n) == n for n in steps)
+    assert together == run(1) and len(together) == 9
+    assert len({tuple(t) for t in together.values()}) == 9
+
+
+def test_steady_counts_give_every_row_the_same_bits() -> None:
+    """The probe's rule holds for a product it did not probe: rows computed in a batch of a
+    steady count are those of a batch of 64; and a count is never below the rows it holds."""
+    from failtune.backends.rolling import steady_rows
+
+    model = torch.nn.Sequential(torch.nn.Linear(96, 80), torch.nn.Linear(80, 96))
+    steady = steady_rows(model)
+    assert all(steady(n) >= n for n in range(1, 80)) and steady(100) == 100
+    w = torch.randn(320, 96)
+    x = torch.randn(64, 96)
+    whole = torch.nn.functional.linear(x, w)
+    for n in range(1, 64):
+        m = steady(n)
+        assert torch.equal(torch.nn.functional.linear(x[:m], w), whole[:m])

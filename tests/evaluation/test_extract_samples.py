@@ -160,17 +160,15 @@ def test_killed_sampling_resumes_to_the_same_records(tmp_path: Path) -> None:
 
 def test_more_samples_add_to_the_file_other_settings_are_refused(tmp_path: Path) -> None:
     run(tmp_path, ScriptedBackend(wrong, sample=sampled), samples=2)
-    source = tmp_path / "out" / "results.source.json"  # as written before batch_invariant
+    source = tmp_path / "out" / "results.source.json"  # as the release with the option wrote
     meta = read_json(source)
-    assert meta["sampling"].pop("batch_invariant") is False
+    meta["sampling"]["batch_invariant"] = False
     source.write_text(json.dumps(meta))
     more = ScriptedBackend(wrong, sample=sampled)
     run(tmp_path, more, samples=4)
     assert sorted(s for _, s in more.samples_seen) == [2, 2, 2, 2, 3, 3, 3, 3]
     with pytest.raises(FailtuneError, match="temperature differ"):
         run(tmp_path, ScriptedBackend(wrong, sample=sampled), temperature=1.0)
-    with pytest.raises(FailtuneError, match="batch_invariant differ"):
-        run(tmp_path, ScriptedBackend(wrong, sample=sampled), batch_invariant=True)
 
 
 @pytest.mark.parametrize(
@@ -181,11 +179,6 @@ def test_more_samples_add_to_the_file_other_settings_are_refused(tmp_path: Path)
         (["--samples", "4", "--temperature", "-0.5"], "--temperature must be at least 0"),
         (["--targets", "self"], "--targets self trains on the model's own correct samples"),
         (["--targets", "best"], "argument --targets: invalid choice: 'best'"),
-        (["--batch-invariant"], "--batch-invariant applies to sampled answers"),
-        (
-            ["--batch-invariant", "--samples", "4", "--temperature", "1", "--backend", "vllm"],
-            "--batch-invariant needs --backend hf",
-        ),
     ],
 )
 def test_bad_sampling_input_is_one_sentence_before_any_model_loads(

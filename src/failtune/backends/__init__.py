@@ -18,9 +18,9 @@ class GenParams:
     Sampling draws `samples` answers per prompt from softmax(logits / temperature), cut to the
     `top_k` most likely tokens (0: all) and the smallest set holding `top_p` of the mass. Each
     answer's randomness comes from (seed, prompt key, sample index) alone, so it does not
-    depend on the order of the prompts or a resume. Which rows share a batch still moves the
-    logits' last bits, and now and then a token; `batch_invariant` (transformers) decodes each
-    prompt's samples as a batch of their own, so the batch size does not matter either.
+    depend on the order of the prompts or a resume; on transformers the logits do not depend on
+    which rows share a batch either (backends.rolling's aligned layout), so neither does the
+    batch size. vLLM and servers batch as they like: their samples can differ in a token.
     """
 
     max_new_tokens: int = 256
@@ -31,7 +31,6 @@ class GenParams:
     top_k: int = 0
     samples: int = 1
     seed: int = 0
-    batch_invariant: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
@@ -164,15 +163,6 @@ def prompt_keys(prompts: Sequence[str], keys: Sequence[str] | None) -> Sequence[
     return prompts if keys is None else keys
 
 
-def refuse_batch_invariant(params: GenParams, backend: str) -> None:
-    """Only the transformers backend controls which answers share a batch."""
-    if params.batch_invariant:
-        raise FailtuneError(
-            f"batch_invariant is the transformers backend's (--backend hf), not {backend}'s: "
-            "its batches decide the float rounding of every answer"
-        )
-
-
 def first_samples(
     backend: Backend, prompts: Sequence[str], params: GenParams, skip: Collection[int] = ()
 ) -> Iterator[list[tuple[int, Generation]]]:
@@ -247,8 +237,6 @@ class LazyBackend:
         skip: Collection[tuple[int, int]] = (),
         keys: Sequence[str] | None = None,
     ) -> Iterator[list[Sampled]]:
-        if params.batch_invariant and self._opened is None and self._kind == "auto":
-            self._kind = "hf"  # the one engine that decodes batch-invariantly
         return self.open().stream_samples(prompts, params, skip, keys)
 
     def loglikelihood(

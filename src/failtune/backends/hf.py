@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,11 +20,13 @@ from failtune.backends import (
     sample_seed,
 )
 from failtune.backends.rolling import (
+    GROUPED_ATTENTION,
     Pick,
     decode,
     keeps_logits,
     left_padded,
     schedule,
+    steady_rows,
     use_grouped_attention,
 )
 from failtune.backends.sampling import SeededSampler, greedy
@@ -48,6 +50,7 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = eos_ids(model.generation_config, tokenizer)
         use_grouped_attention(model)
+        self._steady_rows: Callable[[int], int] | None = None
         self.info = BackendInfo(
             backend="hf",
             model=label or str(getattr(model.config, "_name_or_path", "")),
@@ -91,23 +94,26 @@ class HFBackend:
         skip: Collection[tuple[int, int]] = (),
         keys: Sequence[str] | None = None,
     ) -> Iterator[list[Sampled]]:
-        """Answers (one row each: prompt, sample) run in chunks of `_CHUNK_BATCHES` batches;
-        a chunk all in `skip` is not run.
+        """Answers (one row each: prompt, sample), greedy ones in chunks of `_CHUNK_BATCHES`
+        batches; a chunk all in `skip` is not run.
 
-        A chunk with some answers in `skip` runs whole (they are not yielded again): a row's
-        logits depend, in their last bits, on the rows it shared steps with, so a resumed run
-        repeats the uninterrupted run's schedule to give the same answers bit for bit. With
-        `params.batch_invariant` a chunk is one prompt's samples, decoded as a batch of their
-        own: what they share steps with no longer depends on the batch size.
+        Greedy answers decode in the left-padded layout, as they always have, so they stay bit
+        for bit what earlier releases gave; a row's logits then depend, in their last bits, on
+        the rows it shared steps with, and a chunk with some answers in `skip` runs whole (they
+        are not yielded again) to repeat the uninterrupted run's schedule. Sampled answers decode
+        in the aligned layout, where a row's tokens depend on its prompt and seed alone,
+        whatever the batch size or order; a resumed run decodes only the answers it lacks.
         """
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         rows = [(i, s) for i in _longest_first(ids) for s in range(params.samples)]
         seeds = prompt_keys(prompts, keys)
         check = _StopCheck(self.tokenizer, params, self.eos_ids)
-        if params.batch_invariant:
-            slots = chunk = params.samples
-        else:
-            slots, chunk = self.batch_size, self.batch_size * _CHUNK_BATCHES
+        steady = None
+        chunk = self.batch_size * _CHUNK_BATCHES
+        if params.sampled:
+            steady = self._steady()
+            rows = [row for row in rows if row not in skip]
+            chunk = max(1, len(rows))
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             if all(row in skip for row in part):
@@ -115,11 +121,12 @@ class HFBackend:
             for done in decode(
                 self.model,
                 [ids[i] for i, _ in part],
-                slots=slots,
+                slots=self.batch_size,
                 finished=check,
                 pad_id=self.tokenizer.pad_token_id,
                 pick=_picker(params, [(seeds[i], s) for i, s in part]),
                 shared=[i for i, _ in part],
+                steady=steady,
             ):
                 batch = [
                     (*part[r], self._generation(tokens, reason, params))
@@ -128,6 +135,14 @@ class HFBackend:
                 ]
                 if batch:
                     yield batch
+
+    def _steady(self) -> Callable[[int], int]:
+        """The aligned layout's row counts, probed once per model (backends.rolling)."""
+        if self._steady_rows is None:
+            if self.model.config._attn_implementation != GROUPED_ATTENTION:
+                self.model.set_attn_implementation(GROUPED_ATTENTION)  # it has the aligned step
+            self._steady_rows = steady_rows(self.model)
+        return self._steady_rows
 
     def schedule(self, generated: Sequence[int]) -> tuple[list[int], list[int]]:
         """The decoding and prefill steps' rows `stream` runs for answers of `generated` tokens

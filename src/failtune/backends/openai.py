@@ -41,7 +41,6 @@ from failtune.backends import (
     cannot_score,
     first_samples,
     prompt_keys,
-    refuse_batch_invariant,
     sample_seed,
     vllm_lora_rank,
 )
@@ -219,7 +218,6 @@ class OpenAIBackend:
 
         At most twice `max_concurrency` requests are queued, so waiting stays cheap on long runs.
         """
-        refuse_batch_invariant(params, "openai")
         cancel = threading.Event()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="failtune-openai")
         todo = self._jobs(prompts, params, skip, prompt_keys(prompts, keys))

@@ -9,6 +9,12 @@ share each step, and keeps their keys and values in buffers that grow in place.
 A row is one answer. Sampling K answers to a prompt makes K rows; rows of one prompt that join
 together share one prefill, whose keys and values are copied to each (as vLLM's `n` shares a
 prompt's cache). Which token a row takes is the caller's `pick`: greedy, or a seeded sampler.
+
+Two layouts. Left-padded (greedy's, unchanged since the first release): every row's newest
+token is the last column, so a row's keys move with the longest row, and its logits' last bits
+depend on the rows beside it. Aligned (sampling's): a row's token t is column t, each prompt is
+prefilled alone, decoding attention is plain matrix products and the batch keeps a row count
+the BLAS treats alike (ghost rows fill up): a row's tokens depend on its prompt and pick only.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -54,6 +60,8 @@ def _sdpa_gqa(
     """
     if query.shape[2] > 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if kwargs.get("aligned_rows"):
+        return _aligned_attention(query, key, value, attention_mask, kwargs["scaling"]), None
     out = F.scaled_dot_product_attention(
         query,
         key,
@@ -65,14 +73,38 @@ def _sdpa_gqa(
     return out.transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register("failtune_sdpa_gqa", _sdpa_gqa)
-AttentionMaskInterface.register("failtune_sdpa_gqa", sdpa_mask)
+def _aligned_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
+    """Decoding attention whose result for a row does not depend on the other rows.
+
+    torch's fused CPU kernel splits its work by the number of rows, so a row's bits change with
+    the batch; two batched matrix products and a softmax do not (measured over batch counts 1 to
+    40 and widths up to 1,200), provided the row's keys sit at the same columns: the aligned
+    layout's. Grouped query heads read their key/value head without copies, and this took half
+    the time of the fused kernel at batch 32 on a 2-core CPU.
+    """
+    rows, heads, _, dim = query.shape
+    groups = key.shape[1]
+    scores = torch.matmul(query.view(rows, groups, heads // groups, dim), key.transpose(-1, -2))
+    scores = (scores * scaling).masked_fill(~attention_mask, float("-inf"))
+    out = torch.matmul(torch.softmax(scores, dim=-1), value)
+    return out.view(rows, 1, heads, dim)
+
+
+GROUPED_ATTENTION = "failtune_sdpa_gqa"
+AttentionInterface.register(GROUPED_ATTENTION, _sdpa_gqa)
+AttentionMaskInterface.register(GROUPED_ATTENTION, sdpa_mask)
 
 
 def use_grouped_attention(model: Any) -> None:
     """Switch a CPU model on sdpa to the grouped decoding attention (CUDA keeps its kernels)."""
     if model.device.type == "cpu" and model.config._attn_implementation == "sdpa":
-        model.set_attn_implementation("failtune_sdpa_gqa")
+        model.set_attn_implementation(GROUPED_ATTENTION)
 
 
 class _BufferLayer(CacheLayerMixin):
@@ -188,6 +220,150 @@ class _Batch:
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             mine.join(theirs)  # type: ignore[attr-defined]
 
+    def step(self, model: Any, pick: Pick, keep_logits: dict[str, int]) -> None:
+        """Decode one token for every row."""
+        self.mask = F.pad(self.mask, (0, 1), value=1)
+        out = model(
+            input_ids=self.last,
+            attention_mask=self.mask,
+            position_ids=self.mask.sum(dim=1, keepdim=True) - 1,
+            past_key_values=self.cache,
+            use_cache=True,
+            **keep_logits,
+        )
+        self.last = pick(out.logits[:, -1], self.rows)
+        for tokens, token in zip(self.tokens, self.last[:, 0].tolist(), strict=True):
+            tokens.append(token)
+
+
+class _ColumnLayer(CacheLayerMixin):
+    """One layer's keys and values in the aligned layout: a row's token t is column t.
+
+    Each step writes every row's new key at that row's own column (`batch.lengths`) and exposes
+    columns [0, batch.width); a row attends to its own columns only (the batch's mask).
+    """
+
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, batch: _AlignedBatch) -> None:
+        super().__init__()
+        self.keys, self.values, self.batch = keys, values, batch
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Never called: the layer is built from prefilled keys."""
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.batch
+        self.keys[b.index, :, b.lengths] = key_states[:, :, 0]
+        self.values[b.index, :, b.lengths] = value_states[:, :, 0]
+        return self.keys[:, :, : b.width], self.values[:, :, : b.width]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.batch.width, 0
+
+    def get_seq_length(self) -> int:
+        return self.batch.width - 1
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class _AlignedBatch:
+    """Rows decoding together so that a row's tokens do not depend on which rows they are.
+
+    Two things would make them depend: where a row's keys sit (the left-padded layout moves
+    them with the longest row) and how many rows a matrix product has (a CPU BLAS computes a
+    row's last bits differently when a product has, say, 3 rows rather than 4). Here a row's
+    token t is column t of every layer, and the batch always has a row count `steady` allows,
+    made up when short with ghost rows: finished or copied rows whose tokens nobody reads.
+    `rows[p]` is None for a ghost.
+    """
+
+    def __init__(
+        self,
+        rows: list[int | None],
+        tokens: list[list[int]],
+        lengths: torch.Tensor,
+        last: torch.Tensor,
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        steady: Callable[[int], int],
+    ) -> None:
+        self.rows, self.tokens, self.lengths, self.last = rows, tokens, lengths, last
+        self.steady = steady
+        self.cache = Cache(layers=[_ColumnLayer(k, v, self) for k, v in layers])
+        self.index = torch.arange(len(rows), device=lengths.device)
+        self.width = 0
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep the live rows at positions `keep`, and as few ghosts as make a steady count
+        (shortest first; copies of a live row when there are not enough)."""
+        if not keep:
+            self.rows = []
+            return
+        need = self.steady(len(keep)) - len(keep)
+        kept = set(keep)
+        spare = sorted((p for p in range(len(self.rows)) if p not in kept), key=self._length)
+        ghosts = (spare + [keep[0]] * need)[:need]
+        order = keep + ghosts
+        if order == list(range(len(self.rows))) and all(self.rows[p] is None for p in ghosts):
+            return
+        index = torch.tensor(order, device=self.lengths.device)
+        self.rows = [self.rows[p] for p in keep] + [None] * len(ghosts)
+        self.tokens = [self.tokens[p] for p in keep] + [[] for _ in ghosts]
+        self.lengths, self.last = self.lengths[index], self.last[index]
+        self.index = torch.arange(len(order), device=index.device)
+        width = int(self.lengths.max()) + 1 + _SPARE
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, :width]  # type: ignore[index]
+            layer.values = layer.values[index, :, :width]  # type: ignore[index]
+
+    def _length(self, p: int) -> int:
+        return int(self.lengths[p])
+
+    def join(self, other: _AlignedBatch) -> None:
+        self.rows += other.rows
+        self.tokens += other.tokens
+        self.lengths = torch.cat([self.lengths, other.lengths])
+        self.last = torch.cat([self.last, other.last])
+        self.index = torch.arange(len(self.rows), device=self.lengths.device)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            width = max(mine.keys.shape[2], theirs.keys.shape[2])  # type: ignore[union-attr]
+            mine.keys, mine.values = (
+                torch.cat([F.pad(t, (0, 0, 0, width - t.shape[2])) for t in pair])
+                for pair in ((mine.keys, theirs.keys), (mine.values, theirs.values))
+            )
+
+    def step(self, model: Any, pick: Pick, keep_logits: dict[str, int]) -> None:
+        """Decode one token for every live row; a ghost rewrites its last column."""
+        self.keep([p for p, r in enumerate(self.rows) if r is not None])
+        self.width = int(self.lengths.max()) + 1
+        for layer in self.cache.layers:
+            if layer.keys.shape[2] < self.width:  # type: ignore[union-attr]
+                layer.keys, layer.values = (  # type: ignore[union-attr]
+                    F.pad(t, (0, 0, 0, _SPARE)) for t in (layer.keys, layer.values)
+                )
+        columns = torch.arange(self.width, device=self.lengths.device)
+        out = model(
+            input_ids=self.last,
+            attention_mask=(columns <= self.lengths[:, None])[:, None, None, :],
+            position_ids=self.lengths[:, None],
+            past_key_values=self.cache,
+            use_cache=True,
+            aligned_rows=True,
+            **keep_logits,
+        )
+        live = [p for p, r in enumerate(self.rows) if r is not None]
+        at = torch.tensor(live, device=self.lengths.device)
+        picked = pick(out.logits[at, -1], [self.rows[p] for p in live])  # type: ignore[misc]
+        self.last[at] = picked
+        self.lengths[at] += 1
+        for p, token in zip(live, picked[:, 0].tolist(), strict=True):
+            self.tokens[p].append(token)
+
 
 @torch.inference_mode()  # on a generator: on while it runs, off while the caller has a batch
 def decode(
@@ -199,6 +375,7 @@ def decode(
     pad_id: int,
     pick: Pick = greedy,
     shared: Sequence[int] | None = None,
+    steady: Callable[[int], int] | None = None,
 ) -> Iterator[list[Finished]]:
     """Answers to tokenised prompts, one per row `prompts[r]`, at most `slots` decoding at once.
 
@@ -206,15 +383,22 @@ def decode(
     with equal `shared[r]` (the same prompt) that join together are prefilled once. The
     schedule depends only on `prompts`, `shared` and `slots`, so the same call gives the same
     tokens.
+
+    With `steady` (the row count to give a batch of n rows, see `steady_rows`), rows decode in
+    the aligned layout, each prompt prefilled on its own: a row's tokens then depend on its
+    prompt and its `pick` alone, not on `slots` or on which rows it shares steps with.
     """
     waiting = deque(range(len(prompts)))
-    batch: _Batch | None = None
+    batch: _Batch | _AlignedBatch | None = None
     keep_logits = {"logits_to_keep": 1} if keeps_logits(model) else {}
     while waiting or batch is not None:
         joining = _joining(slots - (len(batch.rows) if batch else 0), len(waiting), slots)
         if joining:
             rows = [waiting.popleft() for _ in range(joining)]
-            new = _prefill(model, rows, prompts, shared, pad_id, pick, keep_logits)
+            if steady is None:
+                new = _prefill(model, rows, prompts, shared, pad_id, pick, keep_logits)
+            else:
+                new = _prefill_aligned(model, rows, prompts, shared, pick, keep_logits, steady)
             done = _finish(new, finished)
             if done:
                 yield done
@@ -225,18 +409,7 @@ def decode(
                     batch.join(new)
             continue
         assert batch is not None
-        batch.mask = F.pad(batch.mask, (0, 1), value=1)
-        out = model(
-            input_ids=batch.last,
-            attention_mask=batch.mask,
-            position_ids=batch.mask.sum(dim=1, keepdim=True) - 1,
-            past_key_values=batch.cache,
-            use_cache=True,
-            **keep_logits,
-        )
-        batch.last = pick(out.logits[:, -1], batch.rows)
-        for tokens, token in zip(batch.tokens, batch.last[:, 0].tolist(), strict=True):
-            tokens.append(token)
+        batch.step(model, pick, keep_logits)
         done = _finish(batch, finished)
         if done:
             yield done
@@ -303,6 +476,75 @@ def _prefill(
     return _Batch(list(rows), [[t] for t in last[:, 0].tolist()], mask, cache, last)
 
 
+def _prefill_aligned(
+    model: Any,
+    rows: list[int],
+    prompts: Sequence[Sequence[int]],
+    shared: Sequence[int] | None,
+    pick: Pick,
+    keep_logits: dict[str, int],
+    steady: Callable[[int], int],
+) -> _AlignedBatch:
+    """Run each distinct prompt of the joining rows on its own (no padding, so the same prompt
+    always gives the same bits), lay out their keys from column 0, pick the first tokens."""
+    keys = rows if shared is None else [shared[r] for r in rows]
+    runs: dict[int, tuple[torch.Tensor, Cache]] = {}
+    for r, key in zip(rows, keys, strict=True):
+        if key not in runs:
+            ids = torch.tensor([list(prompts[r])], device=model.device)
+            cache = DynamicCache()
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, **keep_logits)
+            runs[key] = out.logits[:, -1], cache
+    lengths = [len(prompts[r]) for r in rows]
+    layers = []
+    for i, layer in enumerate(runs[keys[0]][1].layers):
+        k = layer.keys.new_zeros(
+            (len(rows), layer.keys.shape[1], max(lengths) + _SPARE, layer.keys.shape[3])
+        )  # type: ignore[union-attr]
+        v = torch.zeros_like(k)
+        for row, key in enumerate(keys):
+            prompt = runs[key][1].layers[i]
+            k[row, :, : lengths[row]] = prompt.keys[0]  # type: ignore[index]
+            v[row, :, : lengths[row]] = prompt.values[0]  # type: ignore[index]
+        layers.append((k, v))
+    last = pick(torch.cat([runs[key][0] for key in keys]), rows)
+    return _AlignedBatch(
+        list(rows),
+        [[t] for t in last[:, 0].tolist()],
+        torch.tensor(lengths, device=model.device),
+        last,
+        layers,
+        steady,
+    )
+
+
+def steady_rows(model: Any, most: int = 64) -> Callable[[int], int]:
+    """The row count to decode n rows with so that every row gets the bits it gets in any
+    other batch: the smallest m >= n at which each of the model's linear layers, probed with
+    random rows, computes rows 0..m-1 exactly as in a product of `most` rows (n itself beyond
+    `most`). On a 2-core MKL CPU that is every m >= 12 and the multiples of 4; the rule is the
+    BLAS's, hence probed on the machine that decodes."""
+    shapes = {
+        (m.in_features, m.out_features): m.weight
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m.weight.dtype.is_floating_point
+    }
+    gen = torch.Generator().manual_seed(0)
+    good = [True] * (most + 1)
+    with torch.inference_mode():
+        for (fan_in, _), weight in shapes.items():
+            w = weight[:256]
+            x = torch.randn(most, fan_in, generator=gen).to(w)
+            whole = F.linear(x, w)
+            for m in range(1, most):
+                good[m] = good[m] and torch.equal(F.linear(x[:m], w), whole[:m])
+
+    def count(n: int) -> int:
+        return next((m for m in range(n, most + 1) if good[m]), n)
+
+    return count
+
+
 def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict[str, Any]:
     """Model inputs for token sequences padded on the left, so every row ends at the last
     position; position ids count real tokens only."""
@@ -316,10 +558,12 @@ def left_padded(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> dict
     }
 
 
-def _finish(batch: _Batch, finished: StopCheck) -> list[Finished]:
+def _finish(batch: _Batch | _AlignedBatch, finished: StopCheck) -> list[Finished]:
     """Take finished rows out of `batch` and return them."""
     done, keep = [], []
     for pos, (row, tokens) in enumerate(zip(batch.rows, batch.tokens, strict=True)):
+        if row is None:  # a ghost
+            continue
         verdict = finished(tokens)
         if verdict is None:
             keep.append(pos)

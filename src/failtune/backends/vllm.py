@@ -37,7 +37,6 @@ from failtune.backends import (
     cannot_score,
     first_samples,
     prompt_keys,
-    refuse_batch_invariant,
     sample_seed,
     vllm_lora_rank,
 )
@@ -299,7 +298,6 @@ class VLLMBackend:
         keys: Sequence[str] | None = None,
     ) -> Iterator[list[Sampled]]:
         """Every answer not in `skip` goes into the engine at once; vLLM batches continuously."""
-        refuse_batch_invariant(params, "vllm")
         from failtune.backends.hf import prompt_ids
 
         # The exact token ids the transformers backend feeds (chat template, no double BOS).

@@ -253,13 +253,6 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
         "seed of the samples: an answer's randomness comes from it, the problem id and the "
         "sample index, so order and resuming do not change it",
     )
-    batch_invariant: bool = option(
-        False,
-        "transformers: decode each problem's --samples answers as a batch of their own, so "
-        "they are the same bit for bit whatever --batch-size (slower: K answers per step "
-        "instead of --batch-size); without it, float rounding that differs between batch "
-        "shapes changes a sampled token now and then",
-    )
 
     def task_options(self, given: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
         """Constructor arguments per task, from the flags; `given` ones take precedence."""
@@ -301,7 +294,6 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
             "top_p": self.top_p,
             "top_k": self.top_k,
             "seed": self.sample_seed,
-            "batch_invariant": self.batch_invariant,
         }
 
     def combination_problems(self) -> list[str]:
@@ -311,10 +303,6 @@ class GenerationOptions(ServerOptions, EngineOptions, TaskFlags):
                 f"--samples {self.samples} needs --temperature above 0: greedy decoding gives "
                 "the same answer every time"
             ]
-        if self.batch_invariant and self.samples is None:
-            return ["--batch-invariant applies to sampled answers: give --samples K"]
-        if self.batch_invariant and self.backend in ("openai", "vllm"):
-            return [f"--batch-invariant needs --backend hf: {self.backend} batches as it likes"]
         return []
 
 
