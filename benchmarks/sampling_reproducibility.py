@@ -64,8 +64,7 @@ def compare(
             "differing": differ,
         }
         print(
-            f"batch {first} vs {size}: {len(differ)} of {answers} answers "
-            f"differ ({tokens} tokens)"
+            f"batch {first} vs {size}: {len(differ)} of {answers} answers differ ({tokens} tokens)"
         )
     return comparisons
 
