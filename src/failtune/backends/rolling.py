@@ -392,7 +392,8 @@ def decode(
     batch: _Batch | _AlignedBatch | None = None
     keep_logits = {"logits_to_keep": 1} if keeps_logits(model) else {}
     while waiting or batch is not None:
-        joining = _joining(slots - (len(batch.rows) if batch else 0), len(waiting), slots)
+        decoding = sum(r is not None for r in batch.rows) if batch else 0  # ghosts hold no slot
+        joining = _joining(slots - decoding, len(waiting), slots)
         if joining:
             rows = [waiting.popleft() for _ in range(joining)]
             if steady is None:
